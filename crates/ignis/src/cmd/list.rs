@@ -1,0 +1,10 @@
+//! `ignis list` (to be implemented).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("ignis list is not implemented yet")
+}

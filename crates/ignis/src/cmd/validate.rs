@@ -1,0 +1,10 @@
+//! `ignis validate` (to be implemented).
+
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("ignis validate is not implemented yet")
+}
