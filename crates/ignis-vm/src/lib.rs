@@ -4,4 +4,4 @@
 /// The provider contract every backend implements.
 pub mod provider;
 
-pub use provider::{Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmSpec};
+pub use provider::{Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec};

@@ -78,6 +78,26 @@ pub struct Vm {
     pub allocation_time: Duration,
     /// Channel to the agent running inside the machine.
     pub agent: AgentClient,
+    /// Host resources this VM holds, persisted by the session manager so that a later ignis
+    /// process can reap them if this one dies.
+    pub record: VmRecord,
+}
+
+/// Everything on the host a VM holds, in a form that survives the process that allocated it.
+/// The session manager writes it to its state dir; [`VmProvider::reap`] releases it after a crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VmRecord {
+    pub backend: Option<Backend>,
+    pub id: String,
+    /// Host processes to kill: (pid, start time in clock ticks from /proc/PID/stat field 22),
+    /// so a recycled pid is never killed by mistake.
+    pub processes: Vec<(u32, u64)>,
+    /// Mount points to detach (deepest first).
+    pub mounts: Vec<PathBuf>,
+    /// Cgroup directories to kill and remove.
+    pub cgroups: Vec<PathBuf>,
+    /// Files and directories to delete (sockets, overlays, scratch dirs).
+    pub paths: Vec<PathBuf>,
 }
 
 /// Errors of a provider.
@@ -116,4 +136,6 @@ pub trait VmProvider: Send + Sync + fmt::Debug {
     async fn snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotId, VmError>;
     /// Allocate a new machine from a snapshot.
     async fn restore(&self, snapshot: &SnapshotId, spec: &VmSpec) -> Result<Vm, VmError>;
+    /// Release what a VM of a dead ignis process left behind, from its persisted record.
+    async fn reap(&self, record: &VmRecord) -> Result<(), VmError>;
 }

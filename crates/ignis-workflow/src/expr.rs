@@ -1,0 +1,1 @@
+//! Placeholder: owned by the expr work; filled in concurrently.

@@ -1,0 +1,1 @@
+//! Placeholder: owned by the model work; filled in concurrently.

@@ -1,0 +1,1 @@
+//! Placeholder: owned by the parse work; filled in concurrently.

@@ -1,0 +1,1 @@
+//! Placeholder: owned by the plan work; filled in concurrently.
