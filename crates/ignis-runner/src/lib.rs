@@ -1,2 +1,7 @@
 //! `ignis-runner` owns sessions (one VM per run, released on every path), executes
 //! planned workflows in them and emits the run event stream.
+
+/// The run event stream and its sinks.
+pub mod events;
+/// The step runtime: shells, masking, workflow and file commands, contexts.
+pub mod runtime;
