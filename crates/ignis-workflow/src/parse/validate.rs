@@ -1,0 +1,495 @@
+//! Checks that need more than one node at a time (job ids, `needs` and its cycles, step
+//! ids, matrix size, `uses` references) or every string of the file (expressions). The
+//! converter has already reported schema problems; these checks only add what it cannot see.
+
+use super::Sink;
+use super::convert::has_expr;
+use super::exprcheck::{self, ExprIssue};
+use super::yaml::{Node, NodeKind};
+use crate::model::*;
+use saphyr_parser::ScalarStyle;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// GitHub's limit of jobs one matrix may generate.
+pub(crate) const MAX_MATRIX_LEGS: usize = 256;
+
+/// The message for features no backend can run yet (issue 4).
+const NO_CONTAINER_BACKEND: &str = "no available backend can run it yet (the sandbox, qemu and firecracker backends run steps directly in the machine; docker is not supported)";
+
+/// The entry of `key` in a mapping node.
+fn entry<'n>(node: &'n Node, key: &str) -> Option<(&'n Node, &'n Node)> {
+    match &node.kind {
+        NodeKind::Map(entries) => entries
+            .iter()
+            .find(|(k, _)| k.text() == Some(key))
+            .map(|(k, v)| (k, v)),
+        _ => None,
+    }
+}
+
+fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
+    entry(node, key).map(|(_, v)| v)
+}
+
+/// GitHub's identifier rule for job and step ids.
+pub(crate) fn is_valid_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Workflow-wide checks.
+pub(crate) fn workflow(root: &Node, source: &str, wf: &Workflow, sink: &mut Sink) {
+    let lines: Vec<&str> = source.lines().collect();
+    let jobs_node = get(root, "jobs");
+    if let Some(NodeKind::Map(jobs)) = jobs_node.map(|n| &n.kind) {
+        let ids: HashSet<&str> = jobs.iter().filter_map(|(k, _)| k.text()).collect();
+        let mut edges: Vec<(&str, Vec<(&str, Location)>)> = Vec::new();
+        for (key, job_node) in jobs {
+            let Some(id) = key.text() else { continue };
+            if !is_valid_id(id) {
+                sink.semantic(
+                    key.loc,
+                    format!("job id `{id}` is invalid: ids must start with a letter or `_` and contain only alphanumeric characters, `-` or `_`"),
+                );
+            }
+            let needs = needs_of(job_node);
+            for (need, loc) in &needs {
+                if *need == id {
+                    sink.semantic(*loc, format!("job `{id}` needs itself"));
+                } else if !ids.contains(need) {
+                    sink.semantic(
+                        *loc,
+                        format!("job `{id}` needs `{need}`, which is not a job of this workflow"),
+                    );
+                }
+            }
+            edges.push((id, needs));
+            job_checks(id, job_node, wf.jobs.get(id), sink);
+        }
+        cycles(&edges, sink);
+    }
+    let mut walker = ExprWalker {
+        sink,
+        lines: &lines,
+        action: false,
+    };
+    walker.walk(root, &mut Vec::new());
+}
+
+/// Action-wide checks: step ids and `uses` of composite steps, and expressions.
+pub(crate) fn action(root: &Node, source: &str, action: &Action, sink: &mut Sink) {
+    let lines: Vec<&str> = source.lines().collect();
+    if let (Some(steps_node), Runs::Composite { steps }) = (
+        get(root, "runs").and_then(|r| get(r, "steps")),
+        &action.runs,
+    ) {
+        step_checks("composite action", steps_node, steps, sink);
+    }
+    let mut walker = ExprWalker {
+        sink,
+        lines: &lines,
+        action: true,
+    };
+    walker.walk(root, &mut Vec::new());
+}
+
+/// `needs:` entries of a job node with their locations.
+fn needs_of(job: &Node) -> Vec<(&str, Location)> {
+    match get(job, "needs").map(|n| (n, &n.kind)) {
+        Some((n, NodeKind::Scalar(s))) if !s.is_null() => vec![(s.text.as_str(), n.loc)],
+        Some((_, NodeKind::Seq(items))) => items
+            .iter()
+            .filter_map(|i| i.text().map(|t| (t, i.loc)))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Reports each cycle in `needs` once, at the `needs` entry that closes it.
+fn cycles(edges: &[(&str, Vec<(&str, Location)>)], sink: &mut Sink) {
+    let index: HashMap<&str, usize> = edges
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
+    // 0 = unvisited, 1 = on the stack, 2 = done.
+    let mut state = vec![0u8; edges.len()];
+    for start in 0..edges.len() {
+        if state[start] != 0 {
+            continue;
+        }
+        // Iterative DFS: (node, next edge index).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let needs = &edges[node].1;
+            if *next >= needs.len() {
+                state[node] = 2;
+                stack.pop();
+                continue;
+            }
+            let (need, loc) = needs[*next];
+            *next += 1;
+            let Some(&target) = index.get(need) else {
+                continue;
+            };
+            if target == node {
+                continue; // reported as "needs itself"
+            }
+            match state[target] {
+                0 => {
+                    state[target] = 1;
+                    stack.push((target, 0));
+                }
+                1 => {
+                    let pos = stack.iter().position(|(n, _)| *n == target).unwrap_or(0);
+                    let mut path: Vec<&str> =
+                        stack[pos..].iter().map(|(n, _)| edges[*n].0).collect();
+                    path.push(edges[target].0);
+                    sink.semantic(loc, format!("cycle in `needs`: {}", path.join(" -> ")));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn job_checks(id: &str, node: &Node, job: Option<&Job>, sink: &mut Sink) {
+    let Some(job) = job else { return };
+    let what = format!("job `{id}`");
+    if let Some((k, _)) = entry(node, "container") {
+        sink.semantic(
+            k.loc,
+            format!("{what}: `container` is not supported: {NO_CONTAINER_BACKEND}"),
+        );
+    }
+    if let Some((k, _)) = entry(node, "services") {
+        sink.semantic(
+            k.loc,
+            format!("{what}: `services` are not supported: {NO_CONTAINER_BACKEND}"),
+        );
+    }
+    if let (Some(uses), Some(n)) = (&job.uses, get(node, "uses")) {
+        if !is_valid_workflow_ref(uses) {
+            sink.schema(
+                n.loc,
+                format!("{what}: invalid reusable workflow reference `{uses}`: expected `./.github/workflows/<file>.yml` or `{{owner}}/{{repo}}/.github/workflows/<file>.yml@{{ref}}`"),
+            );
+        }
+    }
+    if let Some(steps_node) = get(node, "steps") {
+        step_checks(&what, steps_node, &job.steps, sink);
+    }
+    if let Some(Strategy {
+        matrix: Some(MatrixSpec::Matrix(m)),
+        ..
+    }) = &job.strategy
+    {
+        if let Some(legs) = static_leg_count(m) {
+            if legs > MAX_MATRIX_LEGS {
+                let loc = get(node, "strategy")
+                    .and_then(|s| entry(s, "matrix"))
+                    .map_or(job.location, |(k, _)| k.loc);
+                sink.semantic(
+                    loc,
+                    format!("{what}: the matrix generates {legs} jobs, more than GitHub's limit of {MAX_MATRIX_LEGS}"),
+                );
+            }
+        }
+    }
+}
+
+fn step_checks(what: &str, steps_node: &Node, steps: &[Step], sink: &mut Sink) {
+    let NodeKind::Seq(items) = &steps_node.kind else {
+        return;
+    };
+    let mut seen: HashMap<&str, Location> = HashMap::new();
+    for (step, node) in steps.iter().zip(items) {
+        let swhat = format!("{what} step {}", step.index);
+        if let (Some(id), Some(n)) = (&step.id, get(node, "id")) {
+            if !has_expr(id) && !is_valid_id(id) {
+                sink.semantic(
+                    n.loc,
+                    format!("{swhat}: step id `{id}` is invalid: ids must start with a letter or `_` and contain only alphanumeric characters, `-` or `_`"),
+                );
+            }
+            if let Some(first) = seen.get(id.as_str()) {
+                sink.semantic(
+                    n.loc,
+                    format!(
+                        "{swhat}: step id `{id}` is already used by the step at line {}",
+                        first.line
+                    ),
+                );
+            } else {
+                seen.insert(id, n.loc);
+            }
+        }
+        if let (Some(uses), Some(n)) = (&step.uses, get(node, "uses")) {
+            if uses.starts_with("docker://") {
+                sink.semantic(
+                    n.loc,
+                    format!("{swhat}: docker actions (`{uses}`) are not supported: {NO_CONTAINER_BACKEND}"),
+                );
+            } else if !is_valid_action_ref(uses) {
+                sink.schema(
+                    n.loc,
+                    format!("{swhat}: invalid action reference `{uses}`: expected `./path`, `docker://image` or `{{owner}}/{{repo}}[/path]@{{ref}}`"),
+                );
+            }
+        }
+    }
+}
+
+/// `./path`, or `owner/repo[/path]@ref` with non-empty parts.
+fn is_valid_action_ref(uses: &str) -> bool {
+    if uses.starts_with("./") || uses.starts_with(".\\") || has_expr(uses) {
+        return !uses.trim().is_empty();
+    }
+    let Some((path, reference)) = uses.split_once('@') else {
+        return false;
+    };
+    let mut parts = path.split('/');
+    let owner = parts.next().unwrap_or("");
+    let repo = parts.next().unwrap_or("");
+    !owner.is_empty() && !repo.is_empty() && !reference.is_empty() && parts.all(|p| !p.is_empty())
+}
+
+/// `./.github/workflows/x.yml` or `owner/repo/.github/workflows/x.yml@ref`.
+fn is_valid_workflow_ref(uses: &str) -> bool {
+    let yaml = |p: &str| p.ends_with(".yml") || p.ends_with(".yaml");
+    if let Some(local) = uses.strip_prefix("./") {
+        return local.starts_with(".github/workflows/") && yaml(local);
+    }
+    let Some((path, reference)) = uses.split_once('@') else {
+        return false;
+    };
+    let mut parts = path.splitn(3, '/');
+    let (owner, repo, file) = (parts.next(), parts.next(), parts.next());
+    matches!((owner, repo, file), (Some(o), Some(r), Some(f))
+        if !o.is_empty() && !r.is_empty() && f.starts_with(".github/workflows/") && yaml(f))
+        && !reference.is_empty()
+}
+
+/// Legs of a matrix whose vectors, `include` and `exclude` are all literal, following
+/// GitHub's documented algorithm: the cartesian product, minus legs matching an `exclude`
+/// entry, then each `include` entry either extends the legs it matches on every original
+/// key it names or, matching none, adds a leg. `None` when any part is an expression.
+///
+/// Legs are enumerated one at a time and counting stops once the limit is passed, so a huge
+/// product costs no memory; the count is then a lower bound (still above the limit).
+pub(crate) fn static_leg_count(m: &Matrix) -> Option<usize> {
+    let mut dims: Vec<(&String, &Vec<Value>)> = Vec::new();
+    for (k, v) in &m.dimensions {
+        match v {
+            MatrixValues::List(list) => dims.push((k, list)),
+            MatrixValues::Expr(_) => return None,
+        }
+    }
+    let (MatrixEntries::List(include), MatrixEntries::List(exclude)) = (&m.include, &m.exclude)
+    else {
+        return None;
+    };
+    let matches = |leg: &[&Value], entry: &indexmap::IndexMap<String, Value>| {
+        entry
+            .iter()
+            .all(|(k, v)| match dims.iter().position(|(d, _)| *d == k) {
+                Some(i) => leg.get(i).is_some_and(|lv| *lv == v),
+                None => true,
+            })
+    };
+    let mut legs: Vec<Vec<&Value>> = Vec::new();
+    if !dims.is_empty() && dims.iter().all(|(_, vals)| !vals.is_empty()) {
+        // Mixed-radix counter over the dimensions, first dimension slowest (GitHub's order).
+        let mut idx = vec![0usize; dims.len()];
+        'legs: loop {
+            let leg: Vec<&Value> = dims
+                .iter()
+                .zip(&idx)
+                .map(|((_, vals), i)| &vals[*i])
+                .collect();
+            if !exclude.iter().any(|e| matches(&leg, e)) {
+                legs.push(leg);
+                if legs.len() > MAX_MATRIX_LEGS {
+                    return Some(legs.len());
+                }
+            }
+            for d in (0..dims.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < dims[d].1.len() {
+                    continue 'legs;
+                }
+                idx[d] = 0;
+            }
+            break;
+        }
+    }
+    let added = include
+        .iter()
+        .filter(|inc| !legs.iter().any(|leg| matches(leg, inc)))
+        .count();
+    Some(legs.len() + added)
+}
+
+/// A key or index on the path from the root to a node.
+#[derive(Debug, Clone, Copy)]
+enum Seg<'n> {
+    Key(&'n str),
+    Index,
+}
+
+struct ExprWalker<'a, 's> {
+    sink: &'s mut Sink,
+    lines: &'a [&'a str],
+    action: bool,
+}
+
+impl ExprWalker<'_, '_> {
+    /// Whether the value at `path` is an `if:` (implicit expression, status functions allowed).
+    fn is_condition(&self, path: &[Seg<'_>]) -> bool {
+        use Seg::{Index, Key};
+        if self.action {
+            matches!(
+                path,
+                [Key("runs"), Key("steps"), Index, Key("if")]
+                    | [Key("runs"), Key("pre-if" | "post-if")]
+            )
+        } else {
+            matches!(
+                path,
+                [Key("jobs"), Key(_), Key("if")]
+                    | [Key("jobs"), Key(_), Key("steps"), Index, Key("if")]
+            )
+        }
+    }
+
+    /// Whether the value at `path` takes no expressions (`on:` is read before any context
+    /// exists).
+    fn is_literal_only(&self, path: &[Seg<'_>]) -> bool {
+        !self.action && matches!(path.first(), Some(Seg::Key("on")))
+    }
+
+    fn walk<'n>(&mut self, node: &'n Node, path: &mut Vec<Seg<'n>>) {
+        match &node.kind {
+            NodeKind::Scalar(s) => {
+                if self.is_literal_only(path) {
+                    return;
+                }
+                let condition = self.is_condition(path);
+                let result = if condition {
+                    if s.is_null() {
+                        return;
+                    }
+                    exprcheck::check_condition(&s.text)
+                } else if has_expr(&s.text) {
+                    exprcheck::check_template(&s.text)
+                } else {
+                    return;
+                };
+                match result {
+                    Err(ExprIssue { offset, message }) => {
+                        let loc = offset_location(node, self.lines, offset);
+                        self.sink.semantic(loc, message);
+                    }
+                    Ok(facts) if !condition => {
+                        for (offset, name) in facts.status_calls {
+                            let loc = offset_location(node, self.lines, offset);
+                            self.sink.semantic(
+                                loc,
+                                format!(
+                                    "status function `{name}()` is only allowed in `if` conditions"
+                                ),
+                            );
+                        }
+                    }
+                    Ok(_) => {}
+                }
+            }
+            NodeKind::Seq(items) => {
+                for item in items {
+                    path.push(Seg::Index);
+                    self.walk(item, path);
+                    path.pop();
+                }
+            }
+            NodeKind::Map(entries) => {
+                for (k, v) in entries {
+                    let Some(key) = k.text() else { continue };
+                    path.push(Seg::Key(key));
+                    self.walk(v, path);
+                    path.pop();
+                }
+            }
+        }
+    }
+}
+
+/// The location of byte `offset` inside a scalar's value: exact for single-line plain and
+/// quoted scalars and for literal (`|`) blocks whose text can be matched against the source,
+/// the scalar's start otherwise.
+pub(crate) fn offset_location(node: &Node, lines: &[&str], offset: usize) -> Location {
+    let Some(s) = node.scalar() else {
+        return node.loc;
+    };
+    let text = s.text.as_str();
+    let offset = offset.min(text.len());
+    let Some(prefix) = text.get(..offset) else {
+        return node.loc;
+    };
+    let line_idx = node.loc.line.saturating_sub(1);
+    let chars_before = |p: &str| p.chars().count();
+    match s.style {
+        ScalarStyle::Plain | ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted
+            if !text.contains('\n') =>
+        {
+            let quote = usize::from(s.style != ScalarStyle::Plain);
+            let Some(line) = lines.get(line_idx) else {
+                return node.loc;
+            };
+            let start_col = node.loc.column - 1 + quote;
+            // Only exact when the source shows the value verbatim (no escapes).
+            let shown: String = line
+                .chars()
+                .skip(start_col)
+                .take(text.chars().count())
+                .collect();
+            if shown == text {
+                Location::new(
+                    node.loc.line,
+                    node.loc.column + quote + chars_before(prefix),
+                )
+            } else {
+                node.loc
+            }
+        }
+        ScalarStyle::Literal => {
+            let value_line = prefix.matches('\n').count();
+            let line_start = prefix.rfind('\n').map_or(0, |i| i + 1);
+            let Some(value_text) = text[line_start..].split('\n').next() else {
+                return node.loc;
+            };
+            // The block's content starts on the line after its `|` header.
+            for header in [line_idx, line_idx.saturating_sub(1)] {
+                let first = header + 1;
+                let Some(indent) = lines
+                    .get(first..)
+                    .and_then(|rest| rest.iter().find(|l| !l.trim().is_empty()))
+                    .map(|l| l.len() - l.trim_start_matches(' ').len())
+                else {
+                    continue;
+                };
+                if let Some(src) = lines.get(first + value_line) {
+                    if src.get(indent..) == Some(value_text) {
+                        let col =
+                            src[..indent].chars().count() + 1 + chars_before(&prefix[line_start..]);
+                        return Location::new(first + value_line + 1, col);
+                    }
+                }
+            }
+            node.loc
+        }
+        _ => node.loc,
+    }
+}
