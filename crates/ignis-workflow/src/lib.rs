@@ -12,3 +12,5 @@ pub mod model;
 pub mod parse;
 /// Planning: trigger matching, the job DAG, matrix expansion, display names.
 pub mod plan;
+
+pub use parse::{Diagnostic, DiagnosticKind, Diagnostics, parse, parse_action};
