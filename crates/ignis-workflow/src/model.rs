@@ -179,7 +179,7 @@ pub struct CallInput {
     pub required: bool,
     /// `default:` with its YAML type; may be a string holding an expression.
     pub default: Option<Value>,
-    /// `type:` (required by GitHub).
+    /// `type:` (documented as required; tolerated when absent and then `string`, as act does).
     pub input_type: CallInputType,
     /// Where the input is declared.
     pub location: Location,
