@@ -31,7 +31,7 @@ mod template;
 mod value;
 
 pub use ast::{Accessor, BinaryOp, Expr, ExprKind, Function, Span};
-pub use error::{Error, EvalError, ExprError};
+pub use error::{EvalError, ExprError, ParseOrEvalError};
 pub use eval::{DEFAULT_MAX_MEMORY, EvalContext, HashFilesFn, Status, evaluate};
 pub use number::number_to_string;
 pub use parser::{MAX_DEPTH, MAX_HEIGHT};
@@ -53,12 +53,12 @@ impl Expr {
 
 /// Evaluates an `if:` value with GitHub's rules: `${{ }}` is optional, an empty value means
 /// `success()`, and without a status function the condition is `success() && (…)`.
-pub fn evaluate_if(src: &str, ctx: &EvalContext<'_>) -> Result<bool, Error> {
+pub fn evaluate_if(src: &str, ctx: &EvalContext<'_>) -> Result<bool, ParseOrEvalError> {
     Ok(parse_condition(src)?.evaluate(ctx)?)
 }
 
 /// Parses and evaluates a string that may contain `${{ }}` parts; see [`Template::evaluate`].
-pub fn evaluate_str(src: &str, ctx: &EvalContext<'_>) -> Result<Value, Error> {
+pub fn evaluate_str(src: &str, ctx: &EvalContext<'_>) -> Result<Value, ParseOrEvalError> {
     Ok(parse_template(src)?.evaluate(ctx)?)
 }
 
@@ -84,11 +84,14 @@ mod tests {
         // Errors are not hidden when the condition is evaluated…
         assert!(matches!(
             evaluate_if("fromJSON('x')", &ok),
-            Err(Error::Eval(_))
+            Err(ParseOrEvalError::Eval(_))
         ));
         // …but the implicit success() short-circuits before them.
         assert!(!evaluate_if("fromJSON('x')", &failed).unwrap());
-        assert!(matches!(evaluate_if("1 <", &ok), Err(Error::Parse(_))));
+        assert!(matches!(
+            evaluate_if("1 <", &ok),
+            Err(ParseOrEvalError::Parse(_))
+        ));
     }
 
     #[test]

@@ -219,122 +219,127 @@ fn value_matches(got: &Value, expected_json: &str, expected_go: &str) -> bool {
     }
 }
 
-#[test]
-fn act_expression_cases() {
-    let dir = data_dir();
-    let rows = read_tsv(&dir.join("expr_cases.tsv"));
-    let github_hashes: HashMap<String, (String, String)> =
-        read_tsv(&dir.join("hashfiles_github.tsv"))
-            .into_iter()
-            .map(|r| {
-                (
-                    r["name"].clone(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn act_expression_cases() {
+        let dir = data_dir();
+        let rows = read_tsv(&dir.join("expr_cases.tsv"));
+        let github_hashes: HashMap<String, (String, String)> =
+            read_tsv(&dir.join("hashfiles_github.tsv"))
+                .into_iter()
+                .map(|r| {
                     (
-                        r["files_matched_in_lexical_order"].clone(),
-                        r["github_runner_algorithm_value"].clone(),
-                    ),
-                )
-            })
-            .collect();
-    let hash_root = dir.join("expr_hashfiles_testdata");
-    assert!(hash_root.is_dir(), "missing {}", hash_root.display());
-    let hash_cb = |patterns: &[String]| -> Result<String, String> {
-        let files = matched_files(&hash_root, patterns);
-        let contents = files
-            .iter()
-            .map(|f| std::fs::read(hash_root.join(f)).map_err(|e| e.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(hash_files_digest(contents))
-    };
-
-    let mut failures = Vec::new();
-    let mut github_overrides = 0;
-    for (i, row) in rows.iter().enumerate() {
-        let (test, name) = (&row["test"], &row["name"]);
-        let raw = &row["expression"];
-        let src = raw.strip_suffix(" }}").unwrap_or(raw);
-        let mut ctx = context_for(test);
-        if test == "TestFunctionHashFiles" {
-            ctx = ctx.with_hash_files(&hash_cb);
-        }
-        let label = format!("row {} {test}/{name}: {src}", i + 1);
-        let result = expr::parse(src)
-            .map_err(|e| e.to_string())
-            .and_then(|e| expr::evaluate(&e, &ctx).map_err(|e| e.to_string()));
-
-        // GitHub's behaviour where act deviates (see the module doc).
-        let github_expected: Option<&str> = match (test.as_str(), src) {
-            ("TestOperators", "secrets != env") => Some("true"),
-            (
-                "TestOperators",
-                "github.event.commits[0].author.username1 != github.event.commits[1].author.username2",
-            ) => Some("false"),
-            ("TestFunctionContains", s) if s.contains(").first.result") => Some("false"),
-            ("TestContexts", "github.event.pull_request.labels.*.name") => Some("[]"),
-            _ => None,
+                        r["name"].clone(),
+                        (
+                            r["files_matched_in_lexical_order"].clone(),
+                            r["github_runner_algorithm_value"].clone(),
+                        ),
+                    )
+                })
+                .collect();
+        let hash_root = dir.join("expr_hashfiles_testdata");
+        assert!(hash_root.is_dir(), "missing {}", hash_root.display());
+        let hash_cb = |patterns: &[String]| -> Result<String, String> {
+            let files = matched_files(&hash_root, patterns);
+            let contents = files
+                .iter()
+                .map(|f| std::fs::read(hash_root.join(f)).map_err(|e| e.to_string()))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(hash_files_digest(contents))
         };
-        if test == "TestFunctionHashFiles" {
-            let (want_files, want) = github_hashes.get(name).cloned().unwrap_or_default();
-            if !want.is_empty() {
-                github_overrides += 1;
-                let parsed = expr::parse(src).expect("hashFiles row parses");
-                let expr::ExprKind::Call { args, .. } = &parsed.kind else {
-                    panic!("{label}: not a call")
-                };
-                let patterns: Vec<String> = args
-                    .iter()
-                    .map(|a| {
-                        expr::evaluate(a, &ctx)
-                            .expect("pattern")
-                            .to_display_string()
-                    })
-                    .collect();
-                let files = matched_files(&hash_root, &patterns).join(" ");
-                if files != want_files {
-                    failures.push(format!("{label}: matched {files:?}, want {want_files:?}"));
+
+        let mut failures = Vec::new();
+        let mut github_overrides = 0;
+        for (i, row) in rows.iter().enumerate() {
+            let (test, name) = (&row["test"], &row["name"]);
+            let raw = &row["expression"];
+            let src = raw.strip_suffix(" }}").unwrap_or(raw);
+            let mut ctx = context_for(test);
+            if test == "TestFunctionHashFiles" {
+                ctx = ctx.with_hash_files(&hash_cb);
+            }
+            let label = format!("row {} {test}/{name}: {src}", i + 1);
+            let result = expr::parse(src)
+                .map_err(|e| e.to_string())
+                .and_then(|e| expr::evaluate(&e, &ctx).map_err(|e| e.to_string()));
+
+            // GitHub's behaviour where act deviates (see the module doc).
+            let github_expected: Option<&str> = match (test.as_str(), src) {
+                ("TestOperators", "secrets != env") => Some("true"),
+                (
+                    "TestOperators",
+                    "github.event.commits[0].author.username1 != github.event.commits[1].author.username2",
+                ) => Some("false"),
+                ("TestFunctionContains", s) if s.contains(").first.result") => Some("false"),
+                ("TestContexts", "github.event.pull_request.labels.*.name") => Some("[]"),
+                _ => None,
+            };
+            if test == "TestFunctionHashFiles" {
+                let (want_files, want) = github_hashes.get(name).cloned().unwrap_or_default();
+                if !want.is_empty() {
+                    github_overrides += 1;
+                    let parsed = expr::parse(src).expect("hashFiles row parses");
+                    let expr::ExprKind::Call { args, .. } = &parsed.kind else {
+                        panic!("{label}: not a call")
+                    };
+                    let patterns: Vec<String> = args
+                        .iter()
+                        .map(|a| {
+                            expr::evaluate(a, &ctx)
+                                .expect("pattern")
+                                .to_display_string()
+                        })
+                        .collect();
+                    let files = matched_files(&hash_root, &patterns).join(" ");
+                    if files != want_files {
+                        failures.push(format!("{label}: matched {files:?}, want {want_files:?}"));
+                    }
                 }
+                let want = if want.is_empty() { String::new() } else { want };
+                match &result {
+                    Ok(Value::String(got)) if *got == want => {}
+                    other => failures.push(format!("{label}: got {other:?}, want {want:?}")),
+                }
+                continue;
             }
-            let want = if want.is_empty() { String::new() } else { want };
-            match &result {
-                Ok(Value::String(got)) if *got == want => {}
-                other => failures.push(format!("{label}: got {other:?}, want {want:?}")),
+            if let Some(want) = github_expected {
+                github_overrides += 1;
+                match &result {
+                    Ok(got) if value_matches(got, want, "") => {}
+                    other => failures.push(format!("{label}: got {other:?}, want GitHub's {want}")),
+                }
+                continue;
             }
-            continue;
-        }
-        if let Some(want) = github_expected {
-            github_overrides += 1;
-            match &result {
-                Ok(got) if value_matches(got, want, "") => {}
-                other => failures.push(format!("{label}: got {other:?}, want GitHub's {want}")),
+            let expected_error = &row["expected_error"];
+            if !expected_error.is_empty() {
+                match &result {
+                    Err(msg) if msg == expected_error => {}
+                    other => failures.push(format!(
+                        "{label}: got {other:?}, want error {expected_error:?}"
+                    )),
+                }
+                continue;
             }
-            continue;
-        }
-        let expected_error = &row["expected_error"];
-        if !expected_error.is_empty() {
             match &result {
-                Err(msg) if msg == expected_error => {}
+                Ok(got) if value_matches(got, &row["expected_json"], &row["expected_go"]) => {}
                 other => failures.push(format!(
-                    "{label}: got {other:?}, want error {expected_error:?}"
+                    "{label}: got {other:?}, want {} ({})",
+                    row["expected_json"], row["expected_go"]
                 )),
             }
-            continue;
         }
-        match &result {
-            Ok(got) if value_matches(got, &row["expected_json"], &row["expected_go"]) => {}
-            other => failures.push(format!(
-                "{label}: got {other:?}, want {} ({})",
-                row["expected_json"], row["expected_go"]
-            )),
+        let passed = rows.len() - failures.len();
+        println!(
+            "expr conformance: {} rows, {passed} passed ({github_overrides} asserted with GitHub's behaviour where act deviates)",
+            rows.len()
+        );
+        for f in &failures {
+            println!("FAIL {f}");
         }
+        assert_eq!(rows.len(), 432, "the suite has 432 rows");
+        assert!(failures.is_empty(), "{} rows failed", failures.len());
     }
-    let passed = rows.len() - failures.len();
-    println!(
-        "expr conformance: {} rows, {passed} passed ({github_overrides} asserted with GitHub's behaviour where act deviates)",
-        rows.len()
-    );
-    for f in &failures {
-        println!("FAIL {f}");
-    }
-    assert_eq!(rows.len(), 432, "the suite has 432 rows");
-    assert!(failures.is_empty(), "{} rows failed", failures.len());
 }

@@ -47,7 +47,7 @@ impl EvalError {
 /// Either failure, for the helpers that parse and evaluate in one go ([`super::evaluate_if`],
 /// [`super::evaluate_str`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Error {
+pub enum ParseOrEvalError {
     /// The source did not parse.
     #[error("invalid expression: {0}")]
     Parse(#[from] ExprError),

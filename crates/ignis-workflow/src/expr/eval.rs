@@ -412,9 +412,9 @@ fn format(vals: &[Value], budget: usize, span: Span) -> Result<String, EvalError
             (Some(l), r) if r.is_none_or(|r| l < r) => {
                 out.push_str(&rest[..l]);
                 let after = &rest[l + 1..];
-                if after.starts_with('{') {
+                if let Some(escaped) = after.strip_prefix('{') {
                     out.push('{');
-                    rest = &after[1..];
+                    rest = escaped;
                     continue;
                 }
                 let Some(close) = after.find('}') else {

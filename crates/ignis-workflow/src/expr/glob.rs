@@ -98,7 +98,7 @@ impl GlobPatterns {
             .collect();
         let mut selected = false;
         for p in &self.patterns {
-            if p.outside || selected == !p.negate {
+            if p.outside || selected != p.negate {
                 continue;
             }
             if p.matches(&segs, is_dir) {
