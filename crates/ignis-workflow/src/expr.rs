@@ -34,7 +34,7 @@ pub use ast::{Accessor, BinaryOp, Expr, ExprKind, Function, Span};
 pub use error::{EvalError, ExprError, ParseOrEvalError};
 pub use eval::{DEFAULT_MAX_MEMORY, EvalContext, HashFilesFn, Status, evaluate};
 pub use number::number_to_string;
-pub use parser::{MAX_DEPTH, MAX_HEIGHT};
+pub use parser::{MAX_DEPTH, MAX_HEIGHT, MAX_NESTING};
 pub use template::{Condition, Template, TemplatePart, parse_condition, parse_template};
 pub use value::{Kind, Map, Value, cmp_ignore_case, eq_ignore_case};
 

@@ -6,16 +6,21 @@
 //! Numbers may contain dots (`1.5`); a `.` directly after a name, `)`, `]` or `*` is a
 //! dereference, elsewhere it starts a number (`.5`).
 //!
-//! Limits: nesting (groups, calls, indexes, `!`) is capped at [`MAX_DEPTH`] like GitHub, and
-//! the height of the tree (long `a || b || …` chains) at [`MAX_HEIGHT`], so evaluating and
-//! dropping a parsed expression can never exhaust the stack.
+//! Limits: GitHub's depth rule (at most 49 nested operations, where every `!`, comparison,
+//! call, `.x`/`[i]`/`*` step counts one and a run of the same `&&`/`||` counts once) gives
+//! the same "exceeded max expression depth 50" error; parentheses nest at most
+//! [`MAX_NESTING`] deep; and the height of the tree (long `a || b || …` chains, which GitHub
+//! flattens) at most [`MAX_HEIGHT`], so evaluating and dropping a parsed expression can
+//! never exhaust the stack.
 
 use super::ast::{Accessor, BinaryOp, Expr, ExprKind, Function, Span};
 use super::error::ExprError;
 use super::number::parse_number_text;
 
-/// GitHub's maximum nesting depth.
-pub const MAX_DEPTH: usize = 50;
+/// GitHub's maximum expression depth (an expression must stay below it).
+pub const MAX_DEPTH: u32 = 50;
+/// Maximum recursion of the parser (parentheses are not counted by GitHub's depth).
+pub const MAX_NESTING: usize = 64;
 /// Maximum height of the syntax tree.
 pub const MAX_HEIGHT: u32 = 256;
 
@@ -160,10 +165,34 @@ fn lex(src: &str, base: usize) -> Result<Vec<Token>, ExprError> {
     Ok(tokens)
 }
 
-/// A node plus the height of its subtree.
+/// A node plus the height of its subtree and its depth by GitHub's rule.
 struct Node {
     expr: Expr,
     height: u32,
+    depth: u32,
+}
+
+/// GitHub's depth of an operand under a `&&`/`||` node: a same-operator child is merged into
+/// its parent (GitHub's tree is n-ary there), so it does not add a level.
+fn operand_depth(op: BinaryOp, side: &Node) -> u32 {
+    match &side.expr.kind {
+        ExprKind::Binary { op: inner, .. }
+            if *inner == op && matches!(op, BinaryOp::And | BinaryOp::Or) =>
+        {
+            side.depth.saturating_sub(1)
+        }
+        _ => side.depth,
+    }
+}
+
+fn check_depth(depth: u32, at: usize) -> Result<u32, ExprError> {
+    if depth >= MAX_DEPTH {
+        return Err(ExprError::new(
+            at,
+            format!("exceeded max expression depth {MAX_DEPTH}"),
+        ));
+    }
+    Ok(depth)
 }
 
 struct Parser<'s> {
@@ -227,10 +256,10 @@ impl Parser<'_> {
 
     fn enter(&mut self, at: usize) -> Result<(), ExprError> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
+        if self.depth > MAX_NESTING {
             return Err(ExprError::new(
                 at,
-                format!("exceeded max expression depth {MAX_DEPTH}"),
+                format!("expression nests more than {MAX_NESTING} levels"),
             ));
         }
         Ok(())
@@ -252,7 +281,12 @@ impl Parser<'_> {
             start: lhs.expr.span.start,
             end: rhs.expr.span.end,
         };
+        let depth = check_depth(
+            operand_depth(op, &lhs).max(operand_depth(op, &rhs)) + 1,
+            span.start,
+        )?;
         Ok(Node {
+            depth,
             expr: Expr {
                 kind: ExprKind::Binary {
                     op,
@@ -331,6 +365,7 @@ impl Parser<'_> {
             end: operand.expr.span.end,
         };
         Ok(Node {
+            depth: check_depth(operand.depth + 1, t.start)?,
             height: operand.height + 1,
             expr: Expr {
                 kind: ExprKind::Not(Box::new(operand.expr)),
@@ -343,6 +378,7 @@ impl Parser<'_> {
         let base = self.parse_primary()?;
         let mut path = Vec::new();
         let mut height = base.height;
+        let mut depth = base.depth;
         let mut end = base.expr.span.end;
         loop {
             match self.peek() {
@@ -357,6 +393,7 @@ impl Parser<'_> {
                         _ => return Err(self.unexpected(&t)),
                     }
                     self.pos += 1;
+                    depth = check_depth(depth + 1, t.start)?;
                     end = t.end;
                 }
                 Some(Tok::LBracket) => {
@@ -364,11 +401,13 @@ impl Parser<'_> {
                     if self.peek() == Some(&Tok::Star) {
                         self.pos += 1;
                         path.push(Accessor::Star);
+                        depth = check_depth(depth + 1, open.start)?;
                     } else {
                         self.enter(open.start)?;
                         let index = self.parse_or()?;
                         self.leave();
                         height = height.max(index.height + 1);
+                        depth = check_depth(depth.max(index.depth) + 1, open.start)?;
                         path.push(Accessor::Index(index.expr));
                     }
                     end = self.expect(&Tok::RBracket)?.end;
@@ -384,6 +423,7 @@ impl Parser<'_> {
             end,
         };
         Ok(Node {
+            depth,
             height: height + 1,
             expr: Expr {
                 kind: ExprKind::Access {
@@ -408,6 +448,7 @@ impl Parser<'_> {
             Ok(Node {
                 expr: Expr { kind, span },
                 height: 1,
+                depth: 0,
             })
         };
         match t.tok {
@@ -448,10 +489,12 @@ impl Parser<'_> {
         self.enter(start)?;
         let mut args = Vec::new();
         let mut height = 1;
+        let mut depth = 0;
         if self.peek() != Some(&Tok::RParen) {
             loop {
                 let arg = self.parse_or()?;
                 height = height.max(arg.height + 1);
+                depth = depth.max(arg.depth);
                 args.push(arg.expr);
                 match self.peek() {
                     Some(Tok::Comma) => self.pos += 1,
@@ -489,6 +532,7 @@ impl Parser<'_> {
                 },
             },
             height,
+            depth: check_depth(depth + 1, start)?,
         })
     }
 }
@@ -601,10 +645,27 @@ mod tests {
 
     #[test]
     fn depth_and_height_limits() {
+        // GitHub's rule: 49 nested operations are fine, 50 are not.
         let ok = format!("{}true", "!".repeat(49));
         assert!(parse(&ok).is_ok());
-        let deep = format!("{}1{}", "(".repeat(60), ")".repeat(60));
-        assert!(err(&deep).message.contains("depth"));
+        let bad = format!("{}true", "!".repeat(50));
+        assert_eq!(err(&bad).message, "exceeded max expression depth 50");
+        let path = |n: usize| {
+            format!(
+                "foo{}",
+                (1..=n).map(|i| format!("[{i}]")).collect::<String>()
+            )
+        };
+        assert!(parse(&path(49)).is_ok());
+        assert!(err(&path(50)).message.contains("depth 50"));
+        let calls = |n: usize| format!("{}1{}", "fromjson(".repeat(n), ")".repeat(n));
+        assert!(parse(&calls(49)).is_ok());
+        assert!(err(&calls(50)).message.contains("depth 50"));
+        // Parentheses are not operations, but recursion is still bounded.
+        let parens = format!("{}1{}", "(".repeat(60), ")".repeat(60));
+        assert!(parse(&parens).is_ok());
+        let deep = format!("{}1{}", "(".repeat(100), ")".repeat(100));
+        assert!(err(&deep).message.contains("nests"));
         let chain = vec!["1"; 100].join(" || ");
         assert!(parse(&chain).is_ok());
         let long = vec!["1"; 5000].join(" || ");

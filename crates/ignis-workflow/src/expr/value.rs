@@ -312,6 +312,10 @@ impl From<Map> for Value {
 /// Folds one character the way .NET's `OrdinalIgnoreCase` does: to its simple uppercase
 /// mapping when that is a single character, else unchanged.
 fn fold(c: char) -> char {
+    // .NET's invariant upper-casing leaves the Turkish dotless i alone ('ı' != 'I' on GitHub).
+    if c == '\u{131}' {
+        return c;
+    }
     let mut upper = c.to_uppercase();
     match (upper.next(), upper.next()) {
         (Some(u), None) => u,
