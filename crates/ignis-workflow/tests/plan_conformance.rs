@@ -2,6 +2,9 @@
 //! loaded and ran, and checks the planned jobs and static matrix legs against `case.json`
 //! (`github_expected` wins where act deviates from GitHub).
 
+// An integration test file is a test module of its own; the workspace lint targets unit tests.
+#![allow(clippy::tests_outside_test_module)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

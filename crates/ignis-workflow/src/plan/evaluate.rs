@@ -110,10 +110,11 @@ fn collect_contexts(v: &Value, out: &mut BTreeSet<String>) {
         Value::Array(items) => items.iter().for_each(|i| collect_contexts(i, out)),
         Value::Object(map) => {
             for (k, v) in map {
-                if k.contains("${{") && !is_insert(k) {
-                    if let Ok(t) = parse_template(k) {
-                        out.extend(t.referenced_contexts());
-                    }
+                if k.contains("${{")
+                    && !is_insert(k)
+                    && let Ok(t) = parse_template(k)
+                {
+                    out.extend(t.referenced_contexts());
                 }
                 collect_contexts(v, out);
             }
