@@ -447,12 +447,12 @@ fn trigger(cx: &mut Cx<'_>, event: &str, config: Option<&Node>) -> Trigger {
         _ => {
             let mut other = OtherTrigger::default();
             if let Some(config) = config {
-                if let Some(f) = cx.mapping(config, &format!("`on.{event}`")) {
-                    if let Some(types) = f.get("types") {
-                        other.types = cx
-                            .string_list(types, &format!("`on.{event}.types`"))
-                            .unwrap_or_default();
-                    }
+                if let Some(f) = cx.mapping(config, &format!("`on.{event}`"))
+                    && let Some(types) = f.get("types")
+                {
+                    other.types = cx
+                        .string_list(types, &format!("`on.{event}.types`"))
+                        .unwrap_or_default();
                 }
                 other.config = config.to_value();
             }
@@ -562,15 +562,14 @@ fn workflow_dispatch(cx: &mut Cx<'_>, config: Option<&Node>) -> WorkflowDispatch
                 .schema(v.loc, format!("{what}: a choice input needs `options`"));
         }
         let default = f.get("default").map(Node::to_value);
-        if let (DispatchInputType::Choice, Some(Value::String(d))) = (input_type, &default) {
-            if !options.contains(d) {
-                if let Some(n) = f.get("default") {
-                    cx.sink.schema(
-                        n.loc,
-                        format!("{what}: default `{d}` is not one of the options"),
-                    );
-                }
-            }
+        if let (DispatchInputType::Choice, Some(Value::String(d))) = (input_type, &default)
+            && !options.contains(d)
+            && let Some(n) = f.get("default")
+        {
+            cx.sink.schema(
+                n.loc,
+                format!("{what}: default `{d}` is not one of the options"),
+            );
         }
         out.inputs.insert(
             (*name).to_owned(),
@@ -600,77 +599,77 @@ fn workflow_call(cx: &mut Cx<'_>, config: Option<&Node>) -> WorkflowCall {
         "`on.workflow_call`",
         &["inputs", "outputs", "secrets"],
     );
-    if let Some(inputs) = f.get("inputs").filter(|n| !n.is_null()) {
-        if let Some(inputs) = cx.mapping(inputs, "`on.workflow_call.inputs`") {
-            for (name, (k, v)) in &inputs.entries {
-                let what = format!("workflow_call input `{name}`");
-                let f = cx.fields(v, &what, &["description", "required", "default", "type"]);
-                // GitHub's reference says `type` is required; act's suite (and act) accept
-                // inputs without it, so it is tolerated and defaults to `string`.
-                let input_type = match f.get("type") {
-                    None => CallInputType::String,
-                    Some(t) => match cx.string(t, &what).as_deref() {
-                        Some("string") | None => CallInputType::String,
-                        Some("boolean") => CallInputType::Boolean,
-                        Some("number") => CallInputType::Number,
-                        Some(other) => {
-                            cx.sink.schema(
-                                t.loc,
-                                format!(
-                                    "{what}: unknown type `{other}` (expected string, boolean or number)"
-                                ),
-                            );
-                            CallInputType::String
-                        }
-                    },
-                };
-                out.inputs.insert(
-                    (*name).to_owned(),
-                    CallInput {
-                        description: cx.opt_string(&f, "description", &what),
-                        required: f
-                            .get("required")
-                            .and_then(|n| cx.boolean(n, &format!("{what} `required`")))
-                            .unwrap_or(false),
-                        default: f.get("default").map(Node::to_value),
-                        input_type,
-                        location: k.loc,
-                    },
-                );
-            }
-        }
-    }
-    if let Some(outputs) = f.get("outputs").filter(|n| !n.is_null()) {
-        if let Some(outputs) = cx.mapping(outputs, "`on.workflow_call.outputs`") {
-            for (name, (_, v)) in &outputs.entries {
-                let what = format!("workflow_call output `{name}`");
-                let f = cx.fields(v, &what, &["description", "value"]);
-                cx.require(&f, "value", &what);
-                out.outputs.insert(
-                    (*name).to_owned(),
-                    CallOutput {
-                        description: cx.opt_string(&f, "description", &what),
-                        value: cx.opt_string(&f, "value", &what).unwrap_or_default(),
-                    },
-                );
-            }
-        }
-    }
-    if let Some(secrets) = f.get("secrets").filter(|n| !n.is_null()) {
-        if let Some(secrets) = cx.mapping(secrets, "`on.workflow_call.secrets`") {
-            for (name, (_, v)) in &secrets.entries {
-                let what = format!("workflow_call secret `{name}`");
-                let mut secret = CallSecret::default();
-                if !v.is_null() {
-                    let f = cx.fields(v, &what, &["description", "required"]);
-                    secret.description = cx.opt_string(&f, "description", &what);
-                    secret.required = f
+    if let Some(inputs) = f.get("inputs").filter(|n| !n.is_null())
+        && let Some(inputs) = cx.mapping(inputs, "`on.workflow_call.inputs`")
+    {
+        for (name, (k, v)) in &inputs.entries {
+            let what = format!("workflow_call input `{name}`");
+            let f = cx.fields(v, &what, &["description", "required", "default", "type"]);
+            // GitHub's reference says `type` is required; act's suite (and act) accept
+            // inputs without it, so it is tolerated and defaults to `string`.
+            let input_type = match f.get("type") {
+                None => CallInputType::String,
+                Some(t) => match cx.string(t, &what).as_deref() {
+                    Some("string") | None => CallInputType::String,
+                    Some("boolean") => CallInputType::Boolean,
+                    Some("number") => CallInputType::Number,
+                    Some(other) => {
+                        cx.sink.schema(
+                            t.loc,
+                            format!(
+                                "{what}: unknown type `{other}` (expected string, boolean or number)"
+                            ),
+                        );
+                        CallInputType::String
+                    }
+                },
+            };
+            out.inputs.insert(
+                (*name).to_owned(),
+                CallInput {
+                    description: cx.opt_string(&f, "description", &what),
+                    required: f
                         .get("required")
                         .and_then(|n| cx.boolean(n, &format!("{what} `required`")))
-                        .unwrap_or(false);
-                }
-                out.secrets.insert((*name).to_owned(), secret);
+                        .unwrap_or(false),
+                    default: f.get("default").map(Node::to_value),
+                    input_type,
+                    location: k.loc,
+                },
+            );
+        }
+    }
+    if let Some(outputs) = f.get("outputs").filter(|n| !n.is_null())
+        && let Some(outputs) = cx.mapping(outputs, "`on.workflow_call.outputs`")
+    {
+        for (name, (_, v)) in &outputs.entries {
+            let what = format!("workflow_call output `{name}`");
+            let f = cx.fields(v, &what, &["description", "value"]);
+            cx.require(&f, "value", &what);
+            out.outputs.insert(
+                (*name).to_owned(),
+                CallOutput {
+                    description: cx.opt_string(&f, "description", &what),
+                    value: cx.opt_string(&f, "value", &what).unwrap_or_default(),
+                },
+            );
+        }
+    }
+    if let Some(secrets) = f.get("secrets").filter(|n| !n.is_null())
+        && let Some(secrets) = cx.mapping(secrets, "`on.workflow_call.secrets`")
+    {
+        for (name, (_, v)) in &secrets.entries {
+            let what = format!("workflow_call secret `{name}`");
+            let mut secret = CallSecret::default();
+            if !v.is_null() {
+                let f = cx.fields(v, &what, &["description", "required"]);
+                secret.description = cx.opt_string(&f, "description", &what);
+                secret.required = f
+                    .get("required")
+                    .and_then(|n| cx.boolean(n, &format!("{what} `required`")))
+                    .unwrap_or(false);
             }
+            out.secrets.insert((*name).to_owned(), secret);
         }
     }
     out
@@ -691,13 +690,15 @@ fn schedule(cx: &mut Cx<'_>, config: Option<&Node>) -> Vec<Schedule> {
         let Some(cron) = cx.opt_string(&f, "cron", "`on.schedule` entry") else {
             continue;
         };
-        if cron.split_whitespace().count() != 5 {
-            if let Some(n) = f.get("cron") {
-                cx.sink.schema(
-                    n.loc,
-                    format!("invalid cron `{cron}`: expected five fields (minute hour day month weekday)"),
-                );
-            }
+        if cron.split_whitespace().count() != 5
+            && let Some(n) = f.get("cron")
+        {
+            cx.sink.schema(
+                n.loc,
+                format!(
+                    "invalid cron `{cron}`: expected five fields (minute hour day month weekday)"
+                ),
+            );
         }
         out.push(Schedule {
             cron,
@@ -1133,45 +1134,45 @@ pub(crate) fn action(root: &Node, sink: &mut Sink) -> Action {
         ],
     );
     let mut inputs = IndexMap::new();
-    if let Some(node) = f.get("inputs").filter(|n| !n.is_null()) {
-        if let Some(m) = cx.mapping(node, "action `inputs`") {
-            for (name, (_, v)) in &m.entries {
-                let what = format!("action input `{name}`");
-                let mut input = ActionInput::default();
-                if !v.is_null() {
-                    let f = cx.fields(
-                        v,
-                        &what,
-                        &["description", "required", "default", "deprecationMessage"],
-                    );
-                    input.description = cx.opt_string(&f, "description", &what);
-                    input.required = f
-                        .get("required")
-                        .and_then(|n| cx.boolean(n, &format!("{what} `required`")))
-                        .unwrap_or(false);
-                    input.default = f
-                        .get("default")
-                        .filter(|n| !n.is_null())
-                        .and_then(|n| cx.string(n, &format!("{what} `default`")));
-                    input.deprecation_message = cx.opt_string(&f, "deprecationMessage", &what);
-                }
-                inputs.insert((*name).to_owned(), input);
+    if let Some(node) = f.get("inputs").filter(|n| !n.is_null())
+        && let Some(m) = cx.mapping(node, "action `inputs`")
+    {
+        for (name, (_, v)) in &m.entries {
+            let what = format!("action input `{name}`");
+            let mut input = ActionInput::default();
+            if !v.is_null() {
+                let f = cx.fields(
+                    v,
+                    &what,
+                    &["description", "required", "default", "deprecationMessage"],
+                );
+                input.description = cx.opt_string(&f, "description", &what);
+                input.required = f
+                    .get("required")
+                    .and_then(|n| cx.boolean(n, &format!("{what} `required`")))
+                    .unwrap_or(false);
+                input.default = f
+                    .get("default")
+                    .filter(|n| !n.is_null())
+                    .and_then(|n| cx.string(n, &format!("{what} `default`")));
+                input.deprecation_message = cx.opt_string(&f, "deprecationMessage", &what);
             }
+            inputs.insert((*name).to_owned(), input);
         }
     }
     let mut outputs = IndexMap::new();
-    if let Some(node) = f.get("outputs").filter(|n| !n.is_null()) {
-        if let Some(m) = cx.mapping(node, "action `outputs`") {
-            for (name, (_, v)) in &m.entries {
-                let what = format!("action output `{name}`");
-                let mut output = ActionOutput::default();
-                if !v.is_null() {
-                    let f = cx.fields(v, &what, &["description", "value"]);
-                    output.description = cx.opt_string(&f, "description", &what);
-                    output.value = cx.opt_string(&f, "value", &what);
-                }
-                outputs.insert((*name).to_owned(), output);
+    if let Some(node) = f.get("outputs").filter(|n| !n.is_null())
+        && let Some(m) = cx.mapping(node, "action `outputs`")
+    {
+        for (name, (_, v)) in &m.entries {
+            let what = format!("action output `{name}`");
+            let mut output = ActionOutput::default();
+            if !v.is_null() {
+                let f = cx.fields(v, &what, &["description", "value"]);
+                output.description = cx.opt_string(&f, "description", &what);
+                output.value = cx.opt_string(&f, "value", &what);
             }
+            outputs.insert((*name).to_owned(), output);
         }
     }
     let runs = match f.get("runs") {

@@ -29,10 +29,10 @@ pub(crate) struct ExprFacts {
 
 fn collect_status_calls(e: &Expr, out: &mut Vec<(usize, String)>) {
     e.walk(&mut |node| {
-        if let ExprKind::Call { func, .. } = &node.kind {
-            if func.is_status() {
-                out.push((node.span.start, func.name().to_owned()));
-            }
+        if let ExprKind::Call { func, .. } = &node.kind
+            && func.is_status()
+        {
+            out.push((node.span.start, func.name().to_owned()));
         }
     });
 }

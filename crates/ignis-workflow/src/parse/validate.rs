@@ -171,13 +171,13 @@ fn job_checks(id: &str, node: &Node, job: Option<&Job>, sink: &mut Sink) {
             format!("{what}: `services` are not supported: {NO_CONTAINER_BACKEND}"),
         );
     }
-    if let (Some(uses), Some(n)) = (&job.uses, get(node, "uses")) {
-        if !is_valid_workflow_ref(uses) {
-            sink.schema(
-                n.loc,
-                format!("{what}: invalid reusable workflow reference `{uses}`: expected `./.github/workflows/<file>.yml` or `{{owner}}/{{repo}}/.github/workflows/<file>.yml@{{ref}}`"),
-            );
-        }
+    if let (Some(uses), Some(n)) = (&job.uses, get(node, "uses"))
+        && !is_valid_workflow_ref(uses)
+    {
+        sink.schema(
+            n.loc,
+            format!("{what}: invalid reusable workflow reference `{uses}`: expected `./.github/workflows/<file>.yml` or `{{owner}}/{{repo}}/.github/workflows/<file>.yml@{{ref}}`"),
+        );
     }
     if let Some(steps_node) = get(node, "steps") {
         step_checks(&what, steps_node, &job.steps, sink);
@@ -186,18 +186,16 @@ fn job_checks(id: &str, node: &Node, job: Option<&Job>, sink: &mut Sink) {
         matrix: Some(MatrixSpec::Matrix(m)),
         ..
     }) = &job.strategy
+        && let Some(legs) = static_leg_count(m)
+        && legs > MAX_MATRIX_LEGS
     {
-        if let Some(legs) = static_leg_count(m) {
-            if legs > MAX_MATRIX_LEGS {
-                let loc = get(node, "strategy")
-                    .and_then(|s| entry(s, "matrix"))
-                    .map_or(job.location, |(k, _)| k.loc);
-                sink.semantic(
-                    loc,
-                    format!("{what}: the matrix generates {legs} jobs, more than GitHub's limit of {MAX_MATRIX_LEGS}"),
-                );
-            }
-        }
+        let loc = get(node, "strategy")
+            .and_then(|s| entry(s, "matrix"))
+            .map_or(job.location, |(k, _)| k.loc);
+        sink.semantic(
+            loc,
+            format!("{what}: the matrix generates {legs} jobs, more than GitHub's limit of {MAX_MATRIX_LEGS}"),
+        );
     }
 }
 
@@ -480,12 +478,12 @@ pub(crate) fn offset_location(node: &Node, lines: &[&str], offset: usize) -> Loc
                 else {
                     continue;
                 };
-                if let Some(src) = lines.get(first + value_line) {
-                    if src.get(indent..) == Some(value_text) {
-                        let col =
-                            src[..indent].chars().count() + 1 + chars_before(&prefix[line_start..]);
-                        return Location::new(first + value_line + 1, col);
-                    }
+                if let Some(src) = lines.get(first + value_line)
+                    && src.get(indent..) == Some(value_text)
+                {
+                    let col =
+                        src[..indent].chars().count() + 1 + chars_before(&prefix[line_start..]);
+                    return Location::new(first + value_line + 1, col);
                 }
             }
             node.loc

@@ -110,9 +110,8 @@ impl Scalar {
         if self.style != ScalarStyle::Plain {
             return Value::String(self.text.clone());
         }
-        match self.tag.as_deref() {
-            Some("str") => return Value::String(self.text.clone()),
-            Some(_) | None => {}
+        if self.tag.as_deref() == Some("str") {
+            return Value::String(self.text.clone());
         }
         resolve_plain(&self.text)
     }
@@ -129,14 +128,13 @@ fn resolve_plain(text: &str) -> Value {
     if let Some(n) = parse_int(text) {
         return Value::Number(n.into());
     }
-    if is_core_float(text) {
-        if let Some(n) = text
+    if is_core_float(text)
+        && let Some(n) = text
             .parse::<f64>()
             .ok()
             .and_then(serde_json::Number::from_f64)
-        {
-            return Value::Number(n);
-        }
+    {
+        return Value::Number(n);
     }
     Value::String(text.to_owned())
 }
