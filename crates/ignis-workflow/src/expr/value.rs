@@ -267,6 +267,20 @@ impl From<Value> for serde_json::Value {
     }
 }
 
+/// Serializes as the JSON of [`Value::to_json`].
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+/// Deserializes any JSON-like data (numbers become doubles).
+impl<'de> serde::Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(Value::from)
+    }
+}
+
 impl From<bool> for Value {
     fn from(b: bool) -> Self {
         Value::Bool(b)
@@ -410,6 +424,13 @@ mod tests {
             Value::Number(1e300).to_json(),
             serde_json::Value::from(1e300)
         );
+    }
+
+    #[test]
+    fn serde_goes_through_json() {
+        let v: Value = serde_json::from_str(r#"{"a":[1,"x",null]}"#).unwrap();
+        assert_eq!(v.get("A").and_then(Value::as_array).map(<[Value]>::len), Some(3));
+        assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"a":[1,"x",null]}"#);
     }
 
     #[test]
