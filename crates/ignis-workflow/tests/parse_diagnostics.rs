@@ -264,13 +264,26 @@ fn too_many_matrix_legs() {
         a.join(", "),
         b.join(", ")
     );
-    one(&src, 6, 7, DiagnosticKind::Semantic, "generates 257 jobs");
-    // Excluding one row brings it to 256: fine.
+    one(&src, 6, 7, DiagnosticKind::Semantic, "generates 272 jobs");
+    // Excluding one row (16 legs) brings it to 256: fine.
     let ok = src.replace(
         "    steps:",
         "        exclude:\n          - a: 0\n    steps:",
     );
     parse("wf.yml", &ok).unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
+fn matrix_exclude_must_name_a_vector() {
+    one(
+        &format!(
+            "{HEAD}  a:\n    runs-on: x\n    strategy:\n      matrix:\n        os: [a]\n        exclude:\n          - oss: a\n    steps:\n      - run: echo\n"
+        ),
+        6,
+        7,
+        DiagnosticKind::Semantic,
+        "matrix exclude key 'oss' does not match any key within the matrix",
+    );
 }
 
 #[test]

@@ -11,8 +11,7 @@ use saphyr_parser::ScalarStyle;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-/// GitHub's limit of jobs one matrix may generate.
-pub(crate) const MAX_MATRIX_LEGS: usize = 256;
+use crate::plan::{self, matrix::MAX_LEGS as MAX_MATRIX_LEGS, matrix::MatrixError};
 
 /// The message for features no backend can run yet (issue 4).
 const NO_CONTAINER_BACKEND: &str = "no available backend can run it yet (the sandbox, qemu and firecracker backends run steps directly in the machine; docker is not supported)";
@@ -183,19 +182,27 @@ fn job_checks(id: &str, node: &Node, job: Option<&Job>, sink: &mut Sink) {
         step_checks(&what, steps_node, &job.steps, sink);
     }
     if let Some(Strategy {
-        matrix: Some(MatrixSpec::Matrix(m)),
+        matrix: Some(spec @ MatrixSpec::Matrix(m)),
         ..
     }) = &job.strategy
-        && let Some(legs) = static_leg_count(m)
-        && legs > MAX_MATRIX_LEGS
+        && is_static(m)
     {
+        // Expanded by the planner itself, so validation and planning agree on the legs.
+        let result = plan::matrix::expand_matrix(&plan::evaluate::matrix_template(spec));
         let loc = get(node, "strategy")
             .and_then(|s| entry(s, "matrix"))
             .map_or(job.location, |(k, _)| k.loc);
-        sink.semantic(
-            loc,
-            format!("{what}: the matrix generates {legs} jobs, more than GitHub's limit of {MAX_MATRIX_LEGS}"),
-        );
+        match result {
+            Ok(_) => {}
+            Err(MatrixError::TooManyLegs { count }) => sink.semantic(
+                loc,
+                format!("{what}: the matrix generates {count} jobs, more than GitHub's limit of {MAX_MATRIX_LEGS}"),
+            ),
+            // Already reported by the converter, at the offending vector.
+            Err(MatrixError::EmptyVector { .. }) => {}
+            Err(MatrixError::Empty) if m.dimensions.is_empty() && m.include.is_empty() => {}
+            Err(err) => sink.semantic(loc, format!("{what}: {err}")),
+        }
     }
 }
 
@@ -271,64 +278,13 @@ fn is_valid_workflow_ref(uses: &str) -> bool {
         && !reference.is_empty()
 }
 
-/// Legs of a matrix whose vectors, `include` and `exclude` are all literal, following
-/// GitHub's documented algorithm: the cartesian product, minus legs matching an `exclude`
-/// entry, then each `include` entry either extends the legs it matches on every original
-/// key it names or, matching none, adds a leg. `None` when any part is an expression.
-///
-/// Legs are enumerated one at a time and counting stops once the limit is passed, so a huge
-/// product costs no memory; the count is then a lower bound (still above the limit).
-pub(crate) fn static_leg_count(m: &Matrix) -> Option<usize> {
-    let mut dims: Vec<(&String, &Vec<Value>)> = Vec::new();
-    for (k, v) in &m.dimensions {
-        match v {
-            MatrixValues::List(list) => dims.push((k, list)),
-            MatrixValues::Expr(_) => return None,
-        }
-    }
-    let (MatrixEntries::List(include), MatrixEntries::List(exclude)) = (&m.include, &m.exclude)
-    else {
-        return None;
-    };
-    let matches = |leg: &[&Value], entry: &indexmap::IndexMap<String, Value>| {
-        entry
-            .iter()
-            .all(|(k, v)| match dims.iter().position(|(d, _)| *d == k) {
-                Some(i) => leg.get(i).is_some_and(|lv| *lv == v),
-                None => true,
-            })
-    };
-    let mut legs: Vec<Vec<&Value>> = Vec::new();
-    if !dims.is_empty() && dims.iter().all(|(_, vals)| !vals.is_empty()) {
-        // Mixed-radix counter over the dimensions, first dimension slowest (GitHub's order).
-        let mut idx = vec![0usize; dims.len()];
-        'legs: loop {
-            let leg: Vec<&Value> = dims
-                .iter()
-                .zip(&idx)
-                .map(|((_, vals), i)| &vals[*i])
-                .collect();
-            if !exclude.iter().any(|e| matches(&leg, e)) {
-                legs.push(leg);
-                if legs.len() > MAX_MATRIX_LEGS {
-                    return Some(legs.len());
-                }
-            }
-            for d in (0..dims.len()).rev() {
-                idx[d] += 1;
-                if idx[d] < dims[d].1.len() {
-                    continue 'legs;
-                }
-                idx[d] = 0;
-            }
-            break;
-        }
-    }
-    let added = include
-        .iter()
-        .filter(|inc| !legs.iter().any(|leg| matches(leg, inc)))
-        .count();
-    Some(legs.len() + added)
+/// Whether no part of the matrix is an expression, so it can be expanded before running.
+fn is_static(m: &Matrix) -> bool {
+    m.dimensions
+        .values()
+        .all(|v| matches!(v, MatrixValues::List(_)))
+        && matches!(m.include, MatrixEntries::List(_))
+        && matches!(m.exclude, MatrixEntries::List(_))
 }
 
 /// A key or index on the path from the root to a node.
