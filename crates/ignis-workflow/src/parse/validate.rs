@@ -8,7 +8,6 @@ use super::exprcheck::{self, ExprIssue};
 use super::yaml::{Node, NodeKind};
 use crate::model::*;
 use saphyr_parser::ScalarStyle;
-use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
 use crate::plan::{self, matrix::MAX_LEGS as MAX_MATRIX_LEGS, matrix::MatrixError};
