@@ -3,5 +3,10 @@
 
 /// The provider contract every backend implements.
 pub mod provider;
+/// The Firecracker backend: a microVM per VM through Firecracker's REST API.
+pub mod firecracker;
+/// `ignis vm doctor`: what this host has and lacks for each backend, with the fix.
+pub mod doctor;
 
+pub use firecracker::{FirecrackerConfig, FirecrackerProvider};
 pub use provider::{Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec};
