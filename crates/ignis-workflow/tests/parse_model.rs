@@ -244,3 +244,11 @@ fn actions_of_every_runtime() {
     .unwrap_or_else(|d| panic!("{d}"));
     assert!(matches!(a.runs, Runs::Docker { ref args, .. } if args == &["a", "b"]));
 }
+
+#[test]
+fn crlf_and_byte_order_mark_are_accepted() {
+    let src = format!("\u{feff}on: push\r\n{}", JOB.replace('\n', "\r\n"));
+    let w = ok(&src);
+    assert_eq!(w.jobs["a"].location, Location::new(3, 3));
+    assert_eq!(w.jobs["a"].steps[0].run.as_deref(), Some("echo"));
+}
