@@ -618,9 +618,34 @@ fn build_command(req: &ExecRequest) -> Result<Command, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("empty command line".to_owned());
     };
-    let mut cmd = Command::new(program);
+    let resolved = resolve_program(program, req.env.get("PATH").map(String::as_str), &cwd)?;
+    let mut cmd = Command::new(resolved);
+    std::os::unix::process::CommandExt::arg0(&mut cmd, program);
     cmd.args(args).env_clear().envs(&req.env).current_dir(&cwd);
     Ok(cmd)
+}
+
+/// PATH used when the request's environment has none (what a login shell would get).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Find the executable for `argv0` the way `execvp` would, using the command's own PATH and
+/// working directory.
+///
+/// Resolving here (instead of letting `std` search) keeps `Command::spawn` on its
+/// `posix_spawn` (vfork) path, which `std` leaves for a full fork when the child's PATH differs
+/// from ours; it also gives a clear "not found" error naming the PATH searched.
+fn resolve_program(argv0: &str, path: Option<&str>, cwd: &Path) -> Result<PathBuf, String> {
+    let executable =
+        |p: &Path| p.is_file() && rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok();
+    if argv0.contains('/') {
+        // Relative paths are relative to the command's working directory, as in a shell there.
+        return Ok(cwd.join(argv0));
+    }
+    let path = path.unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .map(|dir| cwd.join(dir).join(argv0))
+        .find(|candidate| executable(candidate))
+        .ok_or_else(|| format!("command not found: {argv0:?} (PATH={path})"))
 }
 
 /// Write a script file, creating its parent directories, executable by its owner only.
@@ -909,7 +934,6 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt as _;
 
     #[test]
     fn shell_argv_substitutes_or_appends() {
@@ -923,6 +947,30 @@ mod tests {
             s(&["pwsh", "-command", ". '/t/s.ps1'"])
         );
         assert_eq!(shell_argv(&s(&["sh", "-e"]), "/x"), s(&["sh", "-e", "/x"]));
+    }
+
+    #[test]
+    fn programs_resolve_through_the_commands_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        let tool = bin.join("tool");
+        std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+        let path = format!("/nonexistent:{}", bin.display());
+        assert!(resolve_program("tool", Some(&path), dir.path()).is_err());
+        std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(resolve_program("tool", Some(&path), dir.path()), Ok(tool));
+        // Empty PATH entries and relative ones are taken from the working directory.
+        assert_eq!(
+            resolve_program("tool", Some("bin"), dir.path()),
+            Ok(dir.path().join("bin/tool"))
+        );
+        assert_eq!(
+            resolve_program("./x", None, Path::new("/w")),
+            Ok(PathBuf::from("/w/./x"))
+        );
+        let err = resolve_program("no-such-tool", Some("/bin"), dir.path()).expect_err("none");
+        assert!(err.contains("command not found"), "{err}");
     }
 
     #[test]

@@ -590,6 +590,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn oversized_request_is_refused_locally() {
+        let (client_io, mut agent_io) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(client_io);
+        let client = AgentClient::new(r, w);
+        let _hello = read_request(&mut agent_io).await;
+        let huge = "x".repeat(protocol::MAX_FRAME_LEN + 1);
+        match client.exec(ExecRequest::argv([huge])).await {
+            Err(AgentError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+            other => panic!("expected a local error, got {other:?}"),
+        }
+        // The channel is unaffected.
+        let c = client.clone();
+        let ping = tokio::spawn(async move { c.ping().await });
+        let req = read_request(&mut agent_io).await;
+        assert_eq!(req.body, Request::Ping);
+        write_response(&mut agent_io, req.id, Response::Pong).await;
+        ping.await.expect("task").expect("pong");
+    }
+
+    #[tokio::test]
     async fn version_mismatch_fails_requests_with_reason() {
         let (client_io, mut agent_io) = tokio::io::duplex(1 << 16);
         let (r, w) = tokio::io::split(client_io);

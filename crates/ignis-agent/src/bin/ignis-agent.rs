@@ -8,13 +8,16 @@ use ignis_agent::transport::{self, Channel, TransportError};
 use ignis_agent::{AgentConfig, ServeEnd, serve};
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: ignis-agent (--stdio | --fd N | --serial PATH | --vsock-port PORT)
+const USAGE: &str =
+    "usage: ignis-agent (--stdio | --fd N | --serial PATH | --vsock-port PORT) [--poweroff-on-exit]
 
 Serves the ignis agent protocol on one channel:
   --stdio            frames on stdin/stdout (a socketpair end or two pipes)
   --fd N             an inherited bidirectional socket fd
   --serial PATH      a virtio-serial port or tty (e.g. /dev/virtio-ports/ignis.agent)
   --vsock-port PORT  listen on AF_VSOCK and accept one host connection
+  --poweroff-on-exit power the machine off when done (init of a VM, where exiting
+                     would panic the kernel)
 Environment: IGNIS_AGENT_LOG=error|warn|info|debug|trace (default warn), logs on stderr.
 Exits when the host closes the channel or sends shutdown, after killing every command.";
 
@@ -43,8 +46,14 @@ enum UsageError {
 }
 
 #[derive(Debug, PartialEq, Eq)]
+struct RunArgs {
+    transport: Transport,
+    poweroff_on_exit: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
 enum Cli {
-    Run(Transport),
+    Run(RunArgs),
     Help,
     Version,
 }
@@ -52,6 +61,7 @@ enum Cli {
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, UsageError> {
     let mut args = args.into_iter();
     let mut transport = None;
+    let mut poweroff_on_exit = false;
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
@@ -70,6 +80,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, UsageError>
         let t = match flag.as_str() {
             "-h" | "--help" => return Ok(Cli::Help),
             "-V" | "--version" => return Ok(Cli::Version),
+            "--poweroff-on-exit" => {
+                poweroff_on_exit = true;
+                continue;
+            }
             "--stdio" => Transport::Stdio,
             "--fd" => {
                 let v = value("--fd")?;
@@ -89,7 +103,11 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Cli, UsageError>
             return Err(UsageError::TwoTransports);
         }
     }
-    transport.map(Cli::Run).ok_or(UsageError::NoTransport)
+    let transport = transport.ok_or(UsageError::NoTransport)?;
+    Ok(Cli::Run(RunArgs {
+        transport,
+        poweroff_on_exit,
+    }))
 }
 
 fn open(t: &Transport) -> Result<Channel, TransportError> {
@@ -127,8 +145,8 @@ fn report(prefix: &str, err: &dyn std::error::Error) {
 }
 
 fn main() -> ExitCode {
-    let transport = match parse_args(std::env::args().skip(1)) {
-        Ok(Cli::Run(t)) => t,
+    let run = match parse_args(std::env::args().skip(1)) {
+        Ok(Cli::Run(run)) => run,
         Ok(Cli::Help) => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -159,7 +177,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        let (reader, writer) = match open(&transport) {
+        let (reader, writer) = match open(&run.transport) {
             Ok(c) => c,
             Err(e) => {
                 report("cannot open channel", &e);
@@ -182,10 +200,13 @@ fn main() -> ExitCode {
     });
     // Do not wait for blocking helper threads (a tar upload stuck on a dead channel).
     runtime.shutdown_background();
-    if config.init {
-        // As init of a VM, exiting would panic the kernel: power off instead. In a pid
-        // namespace this just ends the namespace, like exiting would.
-        let _ = rustix::system::reboot(rustix::system::RebootCommand::PowerOff);
+    if run.poweroff_on_exit {
+        // As init of a VM, exiting would panic the kernel. Not the default: as init of a pid
+        // namespace (the sandbox) a plain exit is wanted, and there reboot() would turn into
+        // the agent being killed by a signal.
+        if let Err(e) = rustix::system::reboot(rustix::system::RebootCommand::PowerOff) {
+            report("cannot power off", &std::io::Error::from(e));
+        }
     }
     result
 }
@@ -198,18 +219,25 @@ mod tests {
         parse_args(v.iter().map(|s| s.to_string()))
     }
 
+    fn run(transport: Transport, poweroff_on_exit: bool) -> Result<Cli, UsageError> {
+        Ok(Cli::Run(RunArgs {
+            transport,
+            poweroff_on_exit,
+        }))
+    }
+
     #[test]
     fn parses_each_transport() {
-        assert_eq!(parse(&["--stdio"]), Ok(Cli::Run(Transport::Stdio)));
-        assert_eq!(parse(&["--fd", "3"]), Ok(Cli::Run(Transport::Fd(3))));
-        assert_eq!(parse(&["--fd=4"]), Ok(Cli::Run(Transport::Fd(4))));
+        assert_eq!(parse(&["--stdio"]), run(Transport::Stdio, false));
+        assert_eq!(parse(&["--fd", "3"]), run(Transport::Fd(3), false));
+        assert_eq!(parse(&["--fd=4"]), run(Transport::Fd(4), false));
         assert_eq!(
             parse(&["--serial", "/dev/vport0p1"]),
-            Ok(Cli::Run(Transport::Serial("/dev/vport0p1".into())))
+            run(Transport::Serial("/dev/vport0p1".into()), false)
         );
         assert_eq!(
-            parse(&["--vsock-port", "1024"]),
-            Ok(Cli::Run(Transport::Vsock(1024)))
+            parse(&["--poweroff-on-exit", "--vsock-port", "1024"]),
+            run(Transport::Vsock(1024), true)
         );
         assert_eq!(parse(&["--help"]), Ok(Cli::Help));
     }
