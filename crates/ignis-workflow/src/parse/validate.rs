@@ -318,18 +318,9 @@ impl ExprWalker<'_, '_> {
         }
     }
 
-    /// Whether the value at `path` takes no expressions (`on:` is read before any context
-    /// exists).
-    fn is_literal_only(&self, path: &[Seg<'_>]) -> bool {
-        !self.action && matches!(path.first(), Some(Seg::Key("on")))
-    }
-
     fn walk<'n>(&mut self, node: &'n Node, path: &mut Vec<Seg<'n>>) {
         match &node.kind {
             NodeKind::Scalar(s) => {
-                if self.is_literal_only(path) {
-                    return;
-                }
                 let condition = self.is_condition(path);
                 let result = if condition {
                     if s.is_null() {
