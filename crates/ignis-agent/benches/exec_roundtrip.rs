@@ -52,6 +52,20 @@ fn exec_roundtrip(c: &mut Criterion) {
     group.finish();
     drop(client);
     drop(child);
+
+    // Agent start-up cost as the sandbox pays it: spawn, first exec, close, reap.
+    c.bench_function("agent_spawn_first_exec_exit", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (client, mut child) = spawn_agent_at(Path::new(AGENT)).expect("agent");
+                let out = client.exec_collect(req.clone()).await.expect("exec true");
+                assert!(out.status.success());
+                drop(client);
+                let st = child.wait().await.expect("agent exit");
+                assert!(st.success());
+            })
+        })
+    });
 }
 
 criterion_group!(benches, exec_roundtrip);

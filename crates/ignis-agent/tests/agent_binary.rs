@@ -625,4 +625,50 @@ mod agent {
         })
         .await
     }
+
+    /// Start the agent with one end of a socketpair, the way the sandbox backend does, and
+    /// connect a client to the other end.
+    fn agent_over_socketpair(shell_redirect: &str, args: &[&str]) -> (AgentClient, Child) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+        let theirs = std::os::fd::OwnedFd::from(theirs);
+        let stdout = theirs.try_clone().expect("dup");
+        let script = format!("exec \"$0\" \"$@\" {shell_redirect}");
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(AGENT)
+            .args(args)
+            .stdin(std::process::Stdio::from(theirs))
+            .stdout(std::process::Stdio::from(stdout))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent");
+        ours.set_nonblocking(true).expect("nonblocking");
+        let stream = tokio::net::UnixStream::from_std(ours).expect("register");
+        let (r, w) = stream.into_split();
+        (AgentClient::new(r, w), child)
+    }
+
+    async fn exercise(client: AgentClient, mut child: Child) {
+        within(async {
+            let out = client.exec_collect(sh("echo hi")).await.expect("exec");
+            assert_eq!(out.stdout, b"hi\n");
+            drop(client);
+            assert!(child.wait().await.expect("exit").success());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn stdio_transport_on_a_socketpair() {
+        let (client, child) = agent_over_socketpair("", &["--stdio"]);
+        exercise(client, child).await;
+    }
+
+    #[tokio::test]
+    async fn fd_transport_on_an_inherited_socket() {
+        // The socket arrives as fd 3; stdin/stdout are /dev/null.
+        let (client, child) = agent_over_socketpair("3<&0 0</dev/null 1>/dev/null", &["--fd", "3"]);
+        exercise(client, child).await;
+    }
 }
