@@ -256,6 +256,42 @@ fn status_functions_outside_if_are_refused() {
 }
 
 #[test]
+fn contexts_must_exist_and_be_available_at_the_key() {
+    // `env` is not available in a job-level `if` (GitHub's context availability table).
+    one(
+        &format!(
+            "{HEAD}  a:\n    if: env.X == 'y'\n    runs-on: x\n    steps:\n      - run: echo\n"
+        ),
+        4,
+        9,
+        DiagnosticKind::Semantic,
+        "context `env` is not available here",
+    );
+    one(
+        &format!(
+            "{HEAD}  a:\n    runs-on: ${{{{ steps.s.outputs.os }}}}\n    steps:\n      - run: echo\n"
+        ),
+        4,
+        18,
+        DiagnosticKind::Semantic,
+        "context `steps` is not available here",
+    );
+    one(
+        &format!(
+            "{HEAD}  a:\n    runs-on: x\n    steps:\n      - run: echo ${{{{ gihtub.sha }}}}\n"
+        ),
+        6,
+        23,
+        DiagnosticKind::Semantic,
+        "unrecognized named-value `gihtub`",
+    );
+    let ok = format!(
+        "run-name: ${{{{ inputs.x }}}}\n{HEAD}  a:\n    if: needs.b.result == 'success' && vars.X\n    needs: b\n    runs-on: ${{{{ matrix.os }}}}\n    strategy:\n      matrix:\n        os: ${{{{ fromJSON(needs.b.outputs.os) }}}}\n    env:\n      S: ${{{{ secrets.T }}}}\n    steps:\n      - run: echo ${{{{ env.S }}}} ${{{{ runner.os }}}} ${{{{ job.status }}}}\n        if: steps.x.outcome == 'success' || env.A\n  b:\n    runs-on: x\n    outputs:\n      os: ${{{{ steps.s.outputs.os }}}}\n    steps:\n      - id: s\n        run: echo\n"
+    );
+    parse("wf.yml", &ok).unwrap_or_else(|d| panic!("{d}"));
+}
+
+#[test]
 fn too_many_matrix_legs() {
     let a: Vec<String> = (0..17).map(|i| i.to_string()).collect();
     let b: Vec<String> = (0..16).map(|i| i.to_string()).collect();

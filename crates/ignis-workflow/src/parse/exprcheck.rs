@@ -25,16 +25,25 @@ impl From<expr::ExprError> for ExprIssue {
 pub(crate) struct ExprFacts {
     /// Byte offsets and names of status-function calls.
     pub(crate) status_calls: Vec<(usize, String)>,
+    /// Byte offsets and names (as written) of context references (`github`, `steps`, ...).
+    pub(crate) contexts: Vec<(usize, String)>,
 }
 
-fn collect_status_calls(e: &Expr, out: &mut Vec<(usize, String)>) {
+fn collect(e: &Expr, facts: &mut ExprFacts) {
     e.walk(&mut |node| {
         if let ExprKind::Call { func, .. } = &node.kind
             && func.is_status()
         {
-            out.push((node.span.start, func.name().to_owned()));
+            facts
+                .status_calls
+                .push((node.span.start, func.name().to_owned()));
         }
     });
+    facts.contexts.extend(
+        e.context_references()
+            .into_iter()
+            .map(|(name, span)| (span.start, name.to_owned())),
+    );
 }
 
 /// Checks every `${{ }}` in a string value.
@@ -43,7 +52,7 @@ pub(crate) fn check_template(src: &str) -> Result<ExprFacts, ExprIssue> {
     let mut facts = ExprFacts::default();
     for part in &template.parts {
         if let TemplatePart::Expr { expr, .. } = part {
-            collect_status_calls(expr, &mut facts.status_calls);
+            collect(expr, &mut facts);
         }
     }
     Ok(facts)
@@ -54,10 +63,10 @@ pub(crate) fn check_condition(src: &str) -> Result<ExprFacts, ExprIssue> {
     let mut facts = ExprFacts::default();
     match expr::parse_condition(src)? {
         expr::Condition::Empty => {}
-        expr::Condition::Expr(e) => collect_status_calls(&e, &mut facts.status_calls),
+        expr::Condition::Expr(e) => collect(&e, &mut facts),
         expr::Condition::Template(t) => {
             for e in t.expressions() {
-                collect_status_calls(e, &mut facts.status_calls);
+                collect(e, &mut facts);
             }
         }
     }

@@ -286,6 +286,92 @@ fn is_static(m: &Matrix) -> bool {
         && matches!(m.exclude, MatrixEntries::List(_))
 }
 
+/// Every context GitHub defines.
+const CONTEXTS: &[&str] = &[
+    "github", "env", "vars", "job", "jobs", "steps", "runner", "secrets", "strategy", "matrix",
+    "needs", "inputs",
+];
+
+/// The contexts available at a workflow key, from GitHub's "Context availability" table;
+/// `None` where the table says nothing (only unknown names are refused there).
+fn allowed_contexts(path: &[Seg<'_>]) -> Option<&'static [&'static str]> {
+    use Seg::{Index, Key};
+    const GIV: &[&str] = &["github", "inputs", "vars"];
+    const GSIV: &[&str] = &["github", "secrets", "inputs", "vars"];
+    const CALL_OUTPUT: &[&str] = &["github", "jobs", "vars", "inputs"];
+    const JOB_BASIC: &[&str] = &["github", "needs", "strategy", "matrix", "vars", "inputs"];
+    const JOB_IF: &[&str] = &["github", "needs", "vars", "inputs"];
+    const JOB_CREDS: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "env", "vars", "secrets", "inputs",
+    ];
+    const JOB_ENV: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "vars", "secrets", "inputs",
+    ];
+    const JOB_DEFAULTS: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "env", "vars", "inputs",
+    ];
+    const JOB_SECRETS: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "secrets", "inputs", "vars",
+    ];
+    const CONTAINER_ENV: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "secrets",
+        "inputs",
+    ];
+    const ENV_URL: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "steps", "inputs",
+    ];
+    const STEP: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "secrets",
+        "steps", "inputs",
+    ];
+    const STEP_IF: &[&str] = &[
+        "github", "needs", "strategy", "matrix", "job", "runner", "env", "vars", "steps", "inputs",
+    ];
+    Some(match path {
+        [Key("run-name")] | [Key("concurrency"), ..] => GIV,
+        [Key("env"), ..] => GSIV,
+        [
+            Key("on"),
+            Key("workflow_call"),
+            Key("inputs"),
+            Key(_),
+            Key("default"),
+        ] => GIV,
+        [
+            Key("on"),
+            Key("workflow_call"),
+            Key("outputs"),
+            Key(_),
+            Key("value"),
+        ] => CALL_OUTPUT,
+        [Key("jobs"), Key(_), rest @ ..] => match rest {
+            [
+                Key("concurrency" | "runs-on" | "name" | "timeout-minutes" | "with"),
+                ..,
+            ] => JOB_BASIC,
+            [Key("container"), Key("credentials"), ..] => JOB_CREDS,
+            [Key("container"), Key("env"), ..] => CONTAINER_ENV,
+            [Key("container"), ..] => JOB_BASIC,
+            [Key("services"), Key(_), Key("credentials"), ..] => JOB_CREDS,
+            [Key("services"), Key(_), Key("env"), ..] => CONTAINER_ENV,
+            [Key("services"), ..] => JOB_BASIC,
+            [Key("continue-on-error")] => JOB_BASIC,
+            [Key("defaults"), ..] => JOB_DEFAULTS,
+            [Key("env"), ..] => JOB_ENV,
+            [Key("environment"), Key("url")] => ENV_URL,
+            [Key("environment"), ..] => JOB_BASIC,
+            [Key("if")] => JOB_IF,
+            [Key("outputs"), ..] => STEP,
+            [Key("secrets"), ..] => JOB_SECRETS,
+            [Key("strategy"), ..] => JOB_IF,
+            [Key("steps"), Index, Key("if")] => STEP_IF,
+            [Key("steps"), Index, ..] => STEP,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
 /// A key or index on the path from the root to a node.
 #[derive(Debug, Clone, Copy)]
 enum Seg<'n> {
@@ -337,18 +423,41 @@ impl ExprWalker<'_, '_> {
                         let loc = offset_location(node, self.lines, offset);
                         self.sink.semantic(loc, message);
                     }
-                    Ok(facts) if !condition => {
-                        for (offset, name) in facts.status_calls {
-                            let loc = offset_location(node, self.lines, offset);
-                            self.sink.semantic(
-                                loc,
+                    Ok(facts) => {
+                        if !condition {
+                            for (offset, name) in &facts.status_calls {
+                                let loc = offset_location(node, self.lines, *offset);
+                                self.sink.semantic(
+                                    loc,
+                                    format!(
+                                        "status function `{name}()` is only allowed in `if` conditions"
+                                    ),
+                                );
+                            }
+                        }
+                        let allowed = if self.action {
+                            None
+                        } else {
+                            allowed_contexts(path)
+                        };
+                        for (offset, name) in &facts.contexts {
+                            let lower = name.to_ascii_lowercase();
+                            let message = if !CONTEXTS.contains(&lower.as_str()) {
+                                format!("unrecognized named-value `{name}`")
+                            } else if let Some(allowed) = allowed
+                                && !allowed.contains(&lower.as_str())
+                            {
                                 format!(
-                                    "status function `{name}()` is only allowed in `if` conditions"
-                                ),
-                            );
+                                    "context `{name}` is not available here (available: {})",
+                                    allowed.join(", ")
+                                )
+                            } else {
+                                continue;
+                            };
+                            let loc = offset_location(node, self.lines, *offset);
+                            self.sink.semantic(loc, message);
                         }
                     }
-                    Ok(_) => {}
                 }
             }
             NodeKind::Seq(items) => {
