@@ -5,8 +5,11 @@
 pub mod provider;
 /// The Firecracker backend: a microVM per VM through Firecracker's REST API.
 pub mod firecracker;
+/// The sandbox backend: Linux namespaces + overlayfs + cgroups, the default (no KVM).
+pub mod sandbox;
 /// `ignis vm doctor`: what this host has and lacks for each backend, with the fix.
 pub mod doctor;
 
 pub use firecracker::{FirecrackerConfig, FirecrackerProvider};
+pub use sandbox::{SandboxConfig, SandboxProvider};
 pub use provider::{Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec};

@@ -1,0 +1,1225 @@
+//! The sandbox backend: real isolation with Linux namespaces, no KVM. The default backend.
+//!
+//! # What a sandbox is
+//! One process tree in its own user, mount, pid, uts, ipc, net and cgroup namespaces, whose
+//! PID 1 is the `ignis-agent` (speaking frames over its stdin/stdout, a socketpair with the
+//! host). Killing PID 1 makes the kernel kill every other process of the pid namespace, so the
+//! sandbox's death never depends on cgroups.
+//!
+//! # Process model
+//! The host calls `clone3` with every `CLONE_NEW*` flag (and `CLONE_PIDFD`), so the child is
+//! PID 1 of the new pid namespace at once; no double fork. The child blocks on a control
+//! socket while the host writes its `uid_map`/`gid_map`, puts it into the session cgroups and
+//! idmaps the lower layers; then the host sends one byte and the child mounts the root
+//! filesystem, pivots into it, sends the host an fd of its scratch area and execs the agent
+//! from an fd opened before clone (`execveat`), so the agent needs no path inside. The child's
+//! code between clone and exec only walks a plan of pre-built C strings and makes raw syscalls
+//! (no allocation, no locks). A setup failure comes back as `(step, errno)` over the control
+//! socket and names its step. We chose `clone3` over `Command::pre_exec` + `unshare` because
+//! `CLONE_NEWPID` only applies to children of the unsharing process (a second fork in
+//! `pre_exec`) and because `Command::spawn` waits for exec, which deadlocks with a child that
+//! waits for its uid map.
+//!
+//! # Users
+//! Root inside maps to an unprivileged host range. Running as root, each sandbox gets its own
+//! range of 65536 ids at `uid_base + slot * 65536` (default base 2_000_000_000, 16384 slots
+//! handed out round-robin), so two sandboxes never share a host uid and none is the host's
+//! root. Running as an ordinary user, only the caller's own uid/gid is mapped to 0 (no
+//! `newuidmap` needed); host files then show as `nobody` inside and `apt-get` cannot work.
+//!
+//! # Root filesystem
+//! overlayfs: lowers are the image directory (`/` = the host's root filesystem, without its
+//! submounts) plus snapshot layers, each cloned with `open_tree` and idmapped with
+//! `mount_setattr(MOUNT_ATTR_IDMAP)` so host root's files appear root-owned inside; the upper and
+//! work dirs live on a per-session tmpfs (size = `disk_mib`) that only exists inside the
+//! sandbox's mount namespace, so a session leaves no mount and no directory on the host and
+//! the tmpfs vanishes with the namespace. The host's `/root`, `/home`, `/run` and `/tmp` are
+//! masked with opaque upper directories. Inside: fresh `/proc`, minimal `/dev` (null, zero, full,
+//! random, urandom, tty bound from the host; `/dev/pts`, `/dev/shm`), read-only `/sys` when the
+//! network namespace is ours, and the GitHub layout `/home/runner/work` (workspace root),
+//! `/home/runner/work/_temp` (`RUNNER_TEMP`) and `/opt/hostedtoolcache`, all owned by root
+//! inside. Hostname = vm id. Files of the host root filesystem stay *readable* inside (that is
+//! what a host-root lower layer means); use an image directory to expose less.
+//!
+//! # Network
+//! `None`: a fresh network namespace with only `lo`, brought up with `SIOCSIFFLAGS`. `Host`:
+//! the host's network namespace. `User`: a fresh namespace plus `pasta` (Debian: `passt`) for
+//! egress; without `pasta` allocation fails with a clear error.
+//!
+//! # Cgroups
+//! See [`cgroup`](self::cgroup): memory, pids and CPU limits per session, v2 where enabled,
+//! else v1; a controller usable nowhere is reported once with `tracing::warn!` and skipped.
+//!
+//! # Snapshots
+//! A snapshot copies the session's upper layer (its changes against the lower layers) into the
+//! snapshot store as a new lower layer, shifting owners back to image-relative ids; `restore`
+//! allocates a fresh sandbox whose lowers are that layer, the layers it was built on, and the
+//! base image. Cost is proportional to the changes, not to the image. A live overlay root cannot
+//! swap its upper under running processes, so the O(1) rename is not possible while the
+//! sandbox runs. **Process state is not captured**: a restored sandbox starts with a fresh
+//! agent and no running commands. The store must be on another filesystem than the image
+//! (overlayfs refuses overlapping layers); the default is under `/dev/shm`, in memory.
+//!
+//! # Crash cleanup
+//! A [`VmRecord`] lists the agent's (pid, start time) and the cgroup directories; nothing else
+//! exists on the host. [`VmProvider::reap`] kills the agent (and so the namespace) and removes
+//! the groups.
+
+mod cgroup;
+mod child;
+mod snapshot;
+mod sys;
+
+pub use sys::Step;
+
+use crate::provider::{
+    Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec,
+};
+use cgroup::{CgroupLayout, Limits, SessionCgroup};
+use child::{ChildPlan, Exec, ExecArgs, Lower};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Errors of the sandbox backend, one variant per failing host step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The host forbids user namespaces (host problem); the message names the setting.
+    #[error("user namespaces are not available: {0}")]
+    UserNamespaces(String),
+    /// clone3 failed for another reason (host problem).
+    #[error("clone3 failed")]
+    Clone(#[source] io::Error),
+    /// The image is not a directory (user error in the profile).
+    #[error("sandbox image {0} is not a directory")]
+    Image(PathBuf),
+    /// A path contains a character overlayfs options cannot carry (host configuration).
+    #[error("path {0} cannot be used in overlayfs options (contains ',', ':' or '\\\\')")]
+    OverlayPath(PathBuf),
+    /// The agent binary was not found (installation problem).
+    #[error("agent binary")]
+    AgentMissing(#[source] ignis_agent::AgentBinaryError),
+    /// Opening the agent binary failed.
+    #[error("opening agent binary {path}")]
+    AgentOpen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// `pasta` is needed for `network = "user"` but not installed (host problem).
+    #[error("network = \"user\" needs `pasta` (Debian package `passt`), which is not installed")]
+    PastaMissing,
+    /// Starting `pasta` failed.
+    #[error("starting pasta")]
+    Pasta(#[source] io::Error),
+    /// Preparing the state directory failed.
+    #[error("preparing sandbox state dir {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Creating the session's cgroups failed.
+    #[error("creating cgroups for {id}")]
+    Cgroup {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Attaching the child to its cgroups failed.
+    #[error("attaching sandbox to its cgroups")]
+    CgroupAttach(#[source] io::Error),
+    /// `open_tree` of a lower layer failed.
+    #[error("cloning lower layer {path}")]
+    OpenTree {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Writing the uid/gid map failed.
+    #[error("writing {file} of the sandbox")]
+    IdMap {
+        file: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// Opening the sandbox's user namespace failed.
+    #[error("opening the sandbox user namespace")]
+    OpenUserns(#[source] io::Error),
+    /// `mount_setattr(MOUNT_ATTR_IDMAP)` failed.
+    #[error("idmapping lower layer {path}")]
+    Idmap {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Creating a socket or pipe failed.
+    #[error("creating the {0} channel")]
+    Channel(&'static str, #[source] io::Error),
+    /// Talking to the child during setup failed.
+    #[error("sandbox control channel")]
+    Control(#[source] io::Error),
+    /// A setup step inside the child failed.
+    #[error("sandbox setup failed at {}", .step.name())]
+    Child {
+        step: Step,
+        #[source]
+        source: io::Error,
+    },
+    /// The child died or closed its control socket without reporting.
+    #[error("sandbox child exited during setup")]
+    ChildVanished,
+    /// A string held a NUL byte.
+    #[error("{0} contains a NUL byte")]
+    Nul(&'static str),
+    /// Killing or reaping the sandbox failed.
+    #[error("stopping sandbox {id}")]
+    Stop {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Removing the session cgroups failed.
+    #[error("removing cgroups of {id}")]
+    CgroupRemove {
+        id: String,
+        #[source]
+        source: io::Error,
+    },
+    /// Snapshot store problem.
+    #[error("{0}")]
+    Snapshot(String),
+    /// Snapshot copy failed.
+    #[error("copying snapshot layer {path}")]
+    SnapshotCopy {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Configuration of a [`SandboxProvider`].
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Private state: the scratch mount point and the snapshot store. Default:
+    /// `/dev/shm/ignis-sandbox-<euid>` (a tmpfs, so it never overlaps a disk image).
+    pub state_dir: PathBuf,
+    /// The agent binary; `None` = [`ignis_agent::agent_binary_path`].
+    pub agent_bin: Option<PathBuf>,
+    /// First host uid/gid of the sandbox ranges (root only).
+    pub uid_base: u32,
+    /// Number of 65536-id ranges handed out round-robin (root only).
+    pub uid_slots: u32,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let euid = rustix::process::geteuid().as_raw();
+        let shm = Path::new("/dev/shm");
+        let root = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        SandboxConfig {
+            state_dir: root.join(format!("ignis-sandbox-{euid}")),
+            agent_bin: None,
+            uid_base: 2_000_000_000,
+            uid_slots: 16_384,
+        }
+    }
+}
+
+/// Ids mapped per sandbox (root mode): 0..65536 inside.
+const ID_RANGE: u32 = 65_536;
+
+/// What the sandbox runs as PID 1.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Init {
+    /// `ignis-agent --stdio` (what [`VmProvider::allocate`] uses).
+    Agent,
+    /// An absolute path inside the sandbox and its arguments; stdin/stdout are the channel.
+    Command(Vec<String>),
+}
+
+/// A launched sandbox: its id, the host end of its stdin/stdout channel and its record.
+#[derive(Debug)]
+pub struct Launched {
+    pub id: VmId,
+    /// Host end of PID 1's stdin and stdout.
+    pub channel: UnixStream,
+    /// Read end of PID 1's stderr.
+    pub stderr: OwnedFd,
+    /// Host resources of the sandbox.
+    pub record: VmRecord,
+    /// Host pid of PID 1.
+    pub pid: u32,
+    /// Time spent launching.
+    pub elapsed: Duration,
+}
+
+/// A running sandbox's host-side state.
+#[derive(Debug)]
+struct Live {
+    pid: u32,
+    pidfd: OwnedFd,
+    cgroup: SessionCgroup,
+    /// The scratch tmpfs (upper/, work/) as the child handed it over.
+    scratch: OwnedFd,
+    /// Host uid that root inside maps to (0 = unprivileged mode, ids not shifted).
+    uid_base: Option<u32>,
+    /// Snapshot layers below this sandbox's upper (newest first).
+    layers: Vec<String>,
+    image: PathBuf,
+}
+
+/// The sandbox [`VmProvider`].
+#[derive(Debug)]
+pub struct SandboxProvider {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: SandboxConfig,
+    root: bool,
+    cgroups: CgroupLayout,
+    cgroups_missing: Vec<&'static str>,
+    warned: Once,
+    live: Mutex<HashMap<String, Live>>,
+    snapshots: Mutex<HashMap<String, Vec<String>>>,
+    next_slot: AtomicU32,
+}
+
+impl SandboxProvider {
+    /// A provider with the default configuration.
+    pub fn new() -> Result<SandboxProvider, VmError> {
+        SandboxProvider::with_config(SandboxConfig::default())
+    }
+
+    /// A provider with `config`. Prepares the state directory and detects cgroups once.
+    pub fn with_config(config: SandboxConfig) -> Result<SandboxProvider, VmError> {
+        let root = rustix::process::geteuid().is_root();
+        prepare_state_dir(&config.state_dir).map_err(to_unavailable)?;
+        let (cgroups, cgroups_missing) = if root {
+            CgroupLayout::detect()
+        } else {
+            (CgroupLayout::default(), vec!["memory", "pids", "cpu"])
+        };
+        let pid = std::process::id();
+        Ok(SandboxProvider {
+            inner: Arc::new(Inner {
+                next_slot: AtomicU32::new(pid.wrapping_mul(7919) % config.uid_slots.max(1)),
+                config,
+                root,
+                cgroups,
+                cgroups_missing,
+                warned: Once::new(),
+                live: Mutex::new(HashMap::new()),
+                snapshots: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Launches a sandbox running `init` as PID 1 on top of `layers` (snapshot names, newest
+    /// first) and `spec.image`. The caller owns the channel; stop it with
+    /// [`SandboxProvider::stop`].
+    pub async fn launch(
+        &self,
+        spec: &VmSpec,
+        layers: Vec<String>,
+        init: Init,
+    ) -> Result<Launched, SandboxError> {
+        let inner = self.inner.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || inner.launch(&spec, layers, init))
+            .await
+            .map_err(|e| SandboxError::Control(io::Error::other(e)))?
+    }
+
+    /// Stops a sandbox started by [`SandboxProvider::launch`] and releases its host resources.
+    pub async fn stop(&self, id: &VmId) -> Result<(), VmError> {
+        let live = self.inner.live.lock().map_err(poisoned)?.remove(&id.0);
+        let Some(live) = live else {
+            return Err(VmError::UnknownVm(id.clone()));
+        };
+        let idc = id.0.clone();
+        tokio::task::spawn_blocking(move || stop_live(&idc, live))
+            .await
+            .map_err(|e| VmError::Release {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?
+            .map_err(|e| VmError::Release {
+                id: id.clone(),
+                reason: chain(&e),
+            })
+    }
+
+    /// Ids of the sandboxes this provider holds.
+    pub fn live_ids(&self) -> Vec<VmId> {
+        self.inner
+            .live
+            .lock()
+            .map(|m| m.keys().cloned().map(VmId).collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a live sandbox without stopping it (what a crashed ignis leaves behind); its
+    /// record still lets [`VmProvider::reap`] clean it up. For crash tests.
+    pub fn leak(&self, id: &VmId) -> bool {
+        let live = self
+            .inner
+            .live
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(&id.0));
+        match live {
+            Some(l) => {
+                std::mem::forget(l);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.inner.config
+    }
+}
+
+fn poisoned<T>(_: T) -> VmError {
+    VmError::Io {
+        context: "sandbox state lock".into(),
+        source: io::Error::other("poisoned"),
+    }
+}
+
+fn to_unavailable(e: SandboxError) -> VmError {
+    VmError::Unavailable {
+        backend: Backend::Sandbox,
+        reason: chain(&e),
+    }
+}
+
+/// Creates the state dir: traversable (0711) so the sandbox's root, an unmapped uid for the
+/// host's files, can reach the scratch mount point `mnt/` (0755, always empty on the host);
+/// `snapshots/` (0700) holds root-owned layers only the host reads.
+fn prepare_state_dir(dir: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |source| SandboxError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .map_err(err)?;
+    let meta = std::fs::metadata(dir).map_err(err)?;
+    if meta.uid() != rustix::process::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        return Err(err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not owned by us or writable by others",
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
+    for (sub, mode) in [("mnt", 0o755), ("snapshots", 0o700)] {
+        let p = dir.join(sub);
+        std::fs::DirBuilder::new()
+            .mode(mode)
+            .create(&p)
+            .or_else(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    Ok(())
+                } else {
+                    Err(err(e))
+                }
+            })?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(err)?;
+    }
+    Ok(())
+}
+
+fn cstring(s: impl Into<Vec<u8>>, what: &'static str) -> Result<CString, SandboxError> {
+    CString::new(s).map_err(|_| SandboxError::Nul(what))
+}
+
+fn overlay_safe(p: &Path) -> Result<String, SandboxError> {
+    let s = p
+        .to_str()
+        .ok_or_else(|| SandboxError::OverlayPath(p.to_path_buf()))?;
+    if s.contains([',', ':', '\\']) {
+        return Err(SandboxError::OverlayPath(p.to_path_buf()));
+    }
+    Ok(s.to_owned())
+}
+
+/// Explains why user namespaces are refused, naming the setting to change. `read` returns the
+/// value of a sysctl file under /proc/sys (None if absent).
+pub fn userns_diagnosis(errno: i32, read: impl Fn(&str) -> Option<String>) -> String {
+    let val = |k: &str| read(k).map(|v| v.trim().to_owned());
+    if val("user/max_user_namespaces").as_deref() == Some("0") {
+        return "user.max_user_namespaces is 0; set it to a positive number \
+                (sysctl -w user.max_user_namespaces=15000)"
+            .into();
+    }
+    if val("kernel/unprivileged_userns_clone").as_deref() == Some("0") {
+        return "kernel.unprivileged_userns_clone is 0; enable it \
+                (sysctl -w kernel.unprivileged_userns_clone=1) or run ignis as root"
+            .into();
+    }
+    if val("kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return "kernel.apparmor_restrict_unprivileged_userns is 1; set it to 0 \
+                (sysctl -w kernel.apparmor_restrict_unprivileged_userns=0), give ignis an \
+                AppArmor profile that allows userns, or run ignis as root"
+            .into();
+    }
+    if errno == libc::ENOSPC {
+        return "the user namespace limit (user.max_user_namespaces) is reached".into();
+    }
+    format!(
+        "clone3(CLONE_NEWUSER) failed with {}; check user.max_user_namespaces, \
+         kernel.unprivileged_userns_clone and kernel.apparmor_restrict_unprivileged_userns",
+        io::Error::from_raw_os_error(errno)
+    )
+}
+
+/// Reads a process's start time (clock ticks since boot, /proc/PID/stat field 22).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// True when `pid` still runs with start time `start` (a zombie counts as gone: it holds no
+/// resources and its parent will reap it).
+fn process_alive(pid: u32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    state != Some("Z") && process_start_time(pid) == Some(start)
+}
+
+/// Kills the process `pid` only if it still has `start` as its start time.
+fn kill_if_same(pid: u32, start: u64) -> io::Result<bool> {
+    if process_start_time(pid) != Some(start) {
+        return Ok(false);
+    }
+    match sys::kill_pid(pid, libc::SIGKILL) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Host resources of a half-built sandbox, released on drop unless disarmed.
+struct LaunchGuard {
+    cgroup: Option<SessionCgroup>,
+    child: Option<sys::Cloned>,
+}
+
+impl Drop for LaunchGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            let _ = sys::pidfd_signal(c.pidfd.as_fd(), libc::SIGKILL);
+            let _ = sys::waitid_pidfd(c.pidfd.as_fd(), false);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.remove();
+        }
+    }
+}
+
+/// Dropping the provider releases every sandbox it still holds (RAII: a panicking caller
+/// leaves nothing behind). Leaked sandboxes ([`SandboxProvider::leak`]) are not touched.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let live = match self.live.get_mut() {
+            Ok(m) => std::mem::take(m),
+            Err(p) => std::mem::take(p.into_inner()),
+        };
+        for (id, l) in live {
+            if let Err(e) = stop_live(&id, l) {
+                tracing::warn!(vm = %id, error = %chain(&e), "releasing sandbox on drop failed");
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// A vm id unique in this process (one counter for every provider) and unlikely to meet
+    /// a leftover of an earlier process with the same pid (the counter starts at a clock value).
+    fn new_id(&self) -> String {
+        static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+        let next = NEXT.get_or_init(|| {
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64);
+            AtomicU64::new((t & 0xff_ffff) << 8)
+        });
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        format!("sbx-{}-{n:x}", std::process::id())
+    }
+
+    fn warn_cgroups_once(&self) {
+        if self.cgroups_missing.is_empty() {
+            return;
+        }
+        self.warned.call_once(|| {
+            if self.root {
+                tracing::warn!(
+                    missing = ?self.cgroups_missing,
+                    "no usable cgroup controller for these limits; sandboxes run without them"
+                );
+            } else {
+                tracing::warn!("not running as root: sandboxes run without cgroup limits");
+            }
+        });
+    }
+
+    fn launch(
+        &self,
+        spec: &VmSpec,
+        layers: Vec<String>,
+        init: Init,
+    ) -> Result<Launched, SandboxError> {
+        let started = Instant::now();
+        self.warn_cgroups_once();
+        if !spec.image.is_dir() {
+            return Err(SandboxError::Image(spec.image.clone()));
+        }
+        let id = self.new_id();
+        let state = &self.config.state_dir;
+        let scratch = state.join("mnt");
+        let scratch_s = overlay_safe(&scratch)?;
+        let snap_root = state.join("snapshots");
+
+        // Layer paths, newest first, then the base image.
+        let mut layer_paths: Vec<PathBuf> = layers
+            .iter()
+            .map(|l| snap_root.join(l).join("layer"))
+            .collect();
+        layer_paths.push(spec.image.clone());
+
+        let agent_file = match &init {
+            Init::Agent => {
+                let path = self
+                    .config
+                    .agent_bin
+                    .clone()
+                    .map_or_else(ignis_agent::agent_binary_path, Ok)
+                    .map_err(SandboxError::AgentMissing)?;
+                let f = std::fs::File::open(&path).map_err(|source| SandboxError::AgentOpen {
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(OwnedFd::from(f))
+            }
+            Init::Command(_) => None,
+        };
+        if spec.network == NetworkPolicy::User && find_in_path("pasta").is_none() {
+            return Err(SandboxError::PastaMissing);
+        }
+
+        let mut guard = LaunchGuard {
+            cgroup: None,
+            child: None,
+        };
+        if !self.cgroups.is_empty() {
+            let limits = Limits {
+                memory_bytes: (spec.memory_mib > 0)
+                    .then(|| spec.memory_mib.saturating_mul(1 << 20)),
+                pids_max: spec.pids_max,
+                cpus: (spec.vcpus > 0).then_some(spec.vcpus),
+            };
+            let cg = self
+                .cgroups
+                .create(&id, &limits)
+                .map_err(|source| SandboxError::Cgroup {
+                    id: id.clone(),
+                    source,
+                })?;
+            guard.cgroup = Some(cg);
+        }
+
+        // Lower layers: idmapped detached clones (root) or plain paths (unprivileged).
+        let mut lower_fds = Vec::new();
+        let mut lower_opts = Vec::new();
+        let mut lowers = Vec::new();
+        for (i, p) in layer_paths.iter().enumerate() {
+            if self.root {
+                let fd = rustix::mount::open_tree(
+                    rustix::fs::CWD,
+                    p.as_path(),
+                    rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                        | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+                )
+                .map_err(|e| SandboxError::OpenTree {
+                    path: p.clone(),
+                    source: e.into(),
+                })?;
+                let mp = format!("{scratch_s}/l{i}");
+                lowers.push(Lower::Fd {
+                    fd: fd.as_raw_fd(),
+                    mountpoint: cstring(mp.clone(), "path")?,
+                });
+                lower_opts.push(mp);
+                lower_fds.push(fd);
+            } else {
+                lowers.push(Lower::Path);
+                lower_opts.push(overlay_safe(p)?);
+            }
+        }
+
+        let (ctl_host, ctl_child) =
+            UnixStream::pair().map_err(|e| SandboxError::Channel("control", e))?;
+        let (chan_host, chan_child) =
+            UnixStream::pair().map_err(|e| SandboxError::Channel("agent", e))?;
+        let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| SandboxError::Channel("stderr", e.into()))?;
+
+        let fresh = layers.is_empty();
+        let plan = self.plan(PlanInput {
+            id: &id,
+            scratch_s: &scratch_s,
+            lowers,
+            lower_opts: &lower_opts,
+            fresh,
+            disk_mib: spec.disk_mib,
+            network: spec.network,
+            ctl: ctl_child.as_raw_fd(),
+            stdio: chan_child.as_raw_fd(),
+            stderr: err_write.as_raw_fd(),
+            init: &init,
+            agent_fd: agent_file.as_ref().map(|f| f.as_raw_fd()),
+        })?;
+        let args = ExecArgs::new(&plan);
+
+        let mut flags = libc::CLONE_NEWUSER
+            | libc::CLONE_NEWNS
+            | libc::CLONE_NEWPID
+            | libc::CLONE_NEWUTS
+            | libc::CLONE_NEWIPC;
+        if spec.network != NetworkPolicy::Host {
+            flags |= libc::CLONE_NEWNET;
+        }
+        // SAFETY: `child::run` only walks the pre-built plan and makes async-signal-safe calls;
+        // it ends with exec or _exit. `plan` and `args` outlive the clone in this frame.
+        let cloned = unsafe { sys::clone_sandbox(flags as u64, child::run, &(&plan, &args)) };
+        let cloned = cloned.map_err(|e| match e.raw_os_error() {
+            Some(errno @ (libc::EPERM | libc::ENOSPC | libc::EACCES | libc::EUSERS)) => {
+                SandboxError::UserNamespaces(userns_diagnosis(errno, |k| {
+                    std::fs::read_to_string(Path::new("/proc/sys").join(k)).ok()
+                }))
+            }
+            _ => SandboxError::Clone(e),
+        })?;
+        let pid = cloned.pid;
+        guard.child = Some(cloned);
+        drop(ctl_child);
+        drop(chan_child);
+        drop(err_write);
+
+        // Uid/gid maps: a private 65536-id range (root) or our own id (unprivileged).
+        let uid_base = if self.root {
+            let slot =
+                self.next_slot.fetch_add(1, Ordering::Relaxed) % self.config.uid_slots.max(1);
+            let base = self
+                .config
+                .uid_base
+                .saturating_add(slot.saturating_mul(ID_RANGE));
+            let map = format!("0 {base} {ID_RANGE}\n");
+            write_proc(pid, "uid_map", &map)?;
+            write_proc(pid, "gid_map", &map)?;
+            Some(base)
+        } else {
+            let uid = rustix::process::getuid().as_raw();
+            let gid = rustix::process::getgid().as_raw();
+            write_proc(pid, "setgroups", "deny")?;
+            write_proc(pid, "uid_map", &format!("0 {uid} 1\n"))?;
+            write_proc(pid, "gid_map", &format!("0 {gid} 1\n"))?;
+            None
+        };
+        if let Some(cg) = &guard.cgroup {
+            cg.attach(pid).map_err(SandboxError::CgroupAttach)?;
+        }
+        if !lower_fds.is_empty() {
+            let userns = sys::open_userns(pid).map_err(SandboxError::OpenUserns)?;
+            for (fd, p) in lower_fds.iter().zip(&layer_paths) {
+                sys::mount_setattr_idmap(fd.as_fd(), userns.as_fd()).map_err(|source| {
+                    SandboxError::Idmap {
+                        path: p.clone(),
+                        source,
+                    }
+                })?;
+            }
+        }
+        let start_time = process_start_time(pid).unwrap_or(0);
+
+        // Go, then wait for READY + the scratch fd, then EOF (exec closed the socket).
+        ctl_host
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(SandboxError::Control)?;
+        io::Write::write_all(&mut &ctl_host, &[1]).map_err(SandboxError::Control)?;
+        let mut scratch_fd = None;
+        loop {
+            match sys::recv_record(ctl_host.as_fd()).map_err(SandboxError::Control)? {
+                None => break,
+                Some((sys::READY, _, fd)) => scratch_fd = fd,
+                Some((step, errno, _)) => {
+                    let source = io::Error::from_raw_os_error(errno);
+                    return Err(match Step::from_u32(step) {
+                        Some(step) => SandboxError::Child { step, source },
+                        None => SandboxError::Control(source),
+                    });
+                }
+            }
+        }
+        let scratch_fd = scratch_fd.ok_or(SandboxError::ChildVanished)?;
+        drop(lower_fds);
+
+        if spec.network == NetworkPolicy::User {
+            // Not reachable without pasta (checked above); kept for hosts that have it.
+            start_pasta(pid).map_err(SandboxError::Pasta)?;
+        }
+
+        let Some(cloned) = guard.child.take() else {
+            return Err(SandboxError::ChildVanished);
+        };
+        let cgroup = guard.cgroup.take().unwrap_or_default();
+        let record = VmRecord {
+            backend: Some(Backend::Sandbox),
+            id: id.clone(),
+            processes: vec![(pid, start_time)],
+            mounts: Vec::new(),
+            cgroups: cgroup.dirs.clone(),
+            paths: Vec::new(),
+        };
+        let live = Live {
+            pid,
+            pidfd: cloned.pidfd,
+            cgroup,
+            scratch: scratch_fd,
+            uid_base,
+            layers,
+            image: spec.image.clone(),
+        };
+        match self.live.lock() {
+            Ok(mut m) => {
+                m.insert(id.clone(), live);
+            }
+            Err(_) => {
+                let _ = stop_live(&id, live);
+                return Err(SandboxError::Control(io::Error::other(
+                    "state lock poisoned",
+                )));
+            }
+        }
+        Ok(Launched {
+            id: VmId(id),
+            channel: chan_host,
+            stderr: err_read,
+            record,
+            pid,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    fn plan(&self, p: PlanInput<'_>) -> Result<ChildPlan, SandboxError> {
+        let s = p.scratch_s;
+        let c = |x: String| cstring(x, "path");
+        let root = format!("{s}/root");
+        let upper = format!("{s}/upper");
+        let mut scratch_dirs = vec![c(upper.clone())?, c(format!("{s}/work"))?, c(root.clone())?];
+        for l in &p.lowers {
+            if let Lower::Fd { mountpoint, .. } = l {
+                scratch_dirs.push(mountpoint.clone());
+            }
+        }
+        // Upper skeleton: mount points always; masks and the GitHub layout only on a fresh
+        // sandbox (a snapshot layer already carries them, and re-masking would hide it).
+        let mut upper_dirs = vec![
+            (c(format!("{upper}/dev"))?, 0o755, false),
+            (c(format!("{upper}/proc"))?, 0o555, false),
+            (c(format!("{upper}/sys"))?, 0o555, false),
+        ];
+        if p.fresh {
+            for (d, mode, opaque) in [
+                ("tmp", 0o1777, true),
+                ("run", 0o755, true),
+                ("root", 0o700, true),
+                ("home", 0o755, true),
+                ("home/runner", 0o755, false),
+                ("home/runner/work", 0o755, false),
+                ("home/runner/work/_temp", 0o755, false),
+                ("opt", 0o755, false),
+                ("opt/hostedtoolcache", 0o755, false),
+            ] {
+                upper_dirs.push((c(format!("{upper}/{d}"))?, mode, opaque));
+            }
+        }
+        let size = if p.disk_mib > 0 {
+            format!(",size={}m", p.disk_mib)
+        } else {
+            String::new()
+        };
+        let dev = format!("{root}/dev");
+        let dev_nodes = ["null", "zero", "full", "random", "urandom", "tty"]
+            .iter()
+            .map(|n| Ok((c(format!("{dev}/{n}"))?, c(format!("/dev/{n}"))?)))
+            .collect::<Result<Vec<_>, SandboxError>>()?;
+        let dev_links = [
+            ("pts/ptmx", "ptmx"),
+            ("/proc/self/fd", "fd"),
+            ("/proc/self/fd/0", "stdin"),
+            ("/proc/self/fd/1", "stdout"),
+            ("/proc/self/fd/2", "stderr"),
+        ]
+        .iter()
+        .map(|(t, l)| Ok((c((*t).to_owned())?, c(format!("{dev}/{l}"))?)))
+        .collect::<Result<Vec<_>, SandboxError>>()?;
+        let (exec, argv) = match p.init {
+            Init::Agent => match p.agent_fd {
+                Some(fd) => (
+                    Exec::Fd(fd),
+                    vec![c("ignis-agent".into())?, c("--stdio".into())?],
+                ),
+                None => return Err(SandboxError::Nul("agent fd")),
+            },
+            Init::Command(argv) => {
+                let first = argv
+                    .first()
+                    .ok_or(SandboxError::Nul("empty init command"))?;
+                let v = argv
+                    .iter()
+                    .map(|a| cstring(a.as_bytes(), "init argument"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (Exec::Path(cstring(first.as_bytes(), "init command")?), v)
+            }
+        };
+        let envp = vec![
+            c("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())?,
+            c("HOME=/root".into())?,
+            c(format!("IGNIS_VM_ID={}", p.id))?,
+        ];
+        Ok(ChildPlan {
+            ctl: p.ctl,
+            stdio: p.stdio,
+            stderr: p.stderr,
+            setgroups: self.root,
+            hostname: cstring(p.id, "vm id")?,
+            scratch: c(s.to_owned())?,
+            scratch_opts: c(format!("mode=755{size}"))?,
+            scratch_dirs,
+            lowers: p.lowers,
+            upper_dirs,
+            overlay_target: c(root.clone())?,
+            overlay_opts: c(format!(
+                "lowerdir={},upperdir={upper},workdir={s}/work,userxattr",
+                p.lower_opts.join(":")
+            ))?,
+            proc_dir: c(format!("{root}/proc"))?,
+            dev_dir: c(dev.clone())?,
+            dev_nodes,
+            pts_dir: c(format!("{dev}/pts"))?,
+            shm_dir: c(format!("{dev}/shm"))?,
+            dev_links,
+            sys_dir: c(format!("{root}/sys"))?,
+            loopback: p.network != NetworkPolicy::Host,
+            exec,
+            argv,
+            envp,
+        })
+    }
+}
+
+struct PlanInput<'a> {
+    id: &'a str,
+    scratch_s: &'a str,
+    lowers: Vec<Lower>,
+    lower_opts: &'a [String],
+    fresh: bool,
+    disk_mib: u64,
+    network: NetworkPolicy,
+    ctl: i32,
+    stdio: i32,
+    stderr: i32,
+    init: &'a Init,
+    agent_fd: Option<i32>,
+}
+
+fn write_proc(pid: u32, file: &'static str, content: &str) -> Result<(), SandboxError> {
+    std::fs::write(format!("/proc/{pid}/{file}"), content)
+        .map_err(|source| SandboxError::IdMap { file, source })
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Connects the sandbox's network namespace to the outside with pasta (user-mode networking).
+/// pasta daemonizes and exits when the namespace's processes are gone.
+fn start_pasta(pid: u32) -> io::Result<()> {
+    let status = std::process::Command::new("pasta")
+        .args(["--config-net", "--quiet"])
+        .arg(pid.to_string())
+        .stdin(std::process::Stdio::null())
+        .status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!("pasta exited with {status}")))
+    }
+}
+
+/// Kills PID 1 (and so the whole pid namespace), reaps it, removes the cgroups.
+fn stop_live(id: &str, live: Live) -> Result<(), SandboxError> {
+    let stop = |source| SandboxError::Stop {
+        id: id.to_owned(),
+        source,
+    };
+    match sys::pidfd_signal(live.pidfd.as_fd(), libc::SIGKILL) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
+        Err(e) => return Err(stop(e)),
+    }
+    sys::waitid_pidfd(live.pidfd.as_fd(), false).map_err(stop)?;
+    drop(live.scratch);
+    live.cgroup
+        .remove()
+        .map_err(|source| SandboxError::CgroupRemove {
+            id: id.to_owned(),
+            source,
+        })?;
+    let _ = live.pid;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl VmProvider for SandboxProvider {
+    fn backend(&self) -> Backend {
+        Backend::Sandbox
+    }
+
+    async fn allocate(&self, spec: &VmSpec) -> Result<Vm, VmError> {
+        self.allocate_on(spec, Vec::new()).await
+    }
+
+    async fn release(&self, vm: &Vm) -> Result<(), VmError> {
+        self.stop(&vm.id).await
+    }
+
+    async fn snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotId, VmError> {
+        let inner = self.inner.clone();
+        let id = vm.id.0.clone();
+        let name = name.to_owned();
+        tokio::task::spawn_blocking(move || snapshot::take(&inner, &id, &name))
+            .await
+            .map_err(|e| VmError::Snapshot {
+                op: "create",
+                reason: e.to_string(),
+            })?
+            .map_err(|e| VmError::Snapshot {
+                op: "create",
+                reason: chain(&e),
+            })
+    }
+
+    async fn restore(&self, snapshot: &SnapshotId, spec: &VmSpec) -> Result<Vm, VmError> {
+        let layers = self
+            .inner
+            .snapshots
+            .lock()
+            .map_err(poisoned)?
+            .get(&snapshot.0)
+            .cloned()
+            .ok_or_else(|| VmError::Snapshot {
+                op: "restore",
+                reason: format!("unknown snapshot {}", snapshot.0),
+            })?;
+        self.allocate_on(spec, layers).await
+    }
+
+    async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || reap_record(&record))
+            .await
+            .map_err(|e| VmError::Io {
+                context: "reap".into(),
+                source: io::Error::other(e),
+            })?
+    }
+}
+
+impl SandboxProvider {
+    async fn allocate_on(&self, spec: &VmSpec, layers: Vec<String>) -> Result<Vm, VmError> {
+        let launched = self
+            .launch(spec, layers, Init::Agent)
+            .await
+            .map_err(|e| match e {
+                SandboxError::UserNamespaces(_)
+                | SandboxError::PastaMissing
+                | SandboxError::AgentMissing(_) => VmError::Unavailable {
+                    backend: Backend::Sandbox,
+                    reason: chain(&e),
+                },
+                e => VmError::Allocate {
+                    backend: Backend::Sandbox,
+                    vm_type: spec.vm_type.clone(),
+                    reason: chain(&e),
+                },
+            })?;
+        let id = launched.id.clone();
+        let agent = match agent_client(launched.channel, launched.stderr, &id) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.stop(&id).await;
+                return Err(VmError::Io {
+                    context: format!("agent channel of {id}"),
+                    source: e,
+                });
+            }
+        };
+        Ok(Vm {
+            id,
+            vm_type: spec.vm_type.clone(),
+            backend: Backend::Sandbox,
+            allocation_time: launched.elapsed,
+            agent,
+            record: launched.record,
+        })
+    }
+}
+
+/// Wraps PID 1's channel in an [`ignis_agent::AgentClient`] and forwards its stderr to tracing.
+fn agent_client(
+    channel: UnixStream,
+    stderr: OwnedFd,
+    id: &VmId,
+) -> io::Result<ignis_agent::AgentClient> {
+    channel.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(channel)?;
+    let (r, w) = stream.into_split();
+    let err = tokio::net::unix::pipe::Receiver::from_owned_fd(stderr)?;
+    let id = id.0.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(err).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!(target: "ignis_vm::sandbox::agent", vm = %id, "{line}");
+        }
+    });
+    Ok(ignis_agent::AgentClient::new(r, w))
+}
+
+/// Releases what a sandbox of a dead ignis process left: kills its PID 1 if (pid, start time)
+/// still match (the namespace dies with it), then removes its cgroups and paths.
+fn reap_record(record: &VmRecord) -> Result<(), VmError> {
+    let err = |context: String, source| VmError::Io { context, source };
+    for (pid, start) in &record.processes {
+        if kill_if_same(*pid, *start).map_err(|e| err(format!("killing pid {pid}"), e))? {
+            // Wait (bounded) for it to go away; it is not our child, so poll /proc.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while process_alive(*pid, *start) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    for m in &record.mounts {
+        if let Err(e) = rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH) {
+            if e != rustix::io::Errno::INVAL && e != rustix::io::Errno::NOENT {
+                return Err(err(format!("detaching {}", m.display()), e.into()));
+            }
+        }
+    }
+    cgroup::remove_dirs(&record.cgroups).map_err(|e| err("removing cgroups".into(), e))?;
+    for p in &record.paths {
+        let r = if p.is_dir() {
+            std::fs::remove_dir_all(p)
+        } else {
+            std::fs::remove_file(p)
+        };
+        match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(err(format!("removing {}", p.display()), e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnosis_names_the_setting() {
+        let r = |k: &str, v: &'static str| {
+            let k = k.to_owned();
+            move |q: &str| (q == k).then(|| v.to_owned())
+        };
+        assert!(
+            userns_diagnosis(libc::EPERM, r("user/max_user_namespaces", "0\n"))
+                .contains("user.max_user_namespaces")
+        );
+        assert!(
+            userns_diagnosis(libc::EPERM, r("kernel/unprivileged_userns_clone", "0"))
+                .contains("kernel.unprivileged_userns_clone")
+        );
+        assert!(
+            userns_diagnosis(
+                libc::EACCES,
+                r("kernel/apparmor_restrict_unprivileged_userns", "1")
+            )
+            .contains("kernel.apparmor_restrict_unprivileged_userns")
+        );
+        assert!(userns_diagnosis(libc::ENOSPC, |_| None).contains("max_user_namespaces"));
+    }
+
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let me = std::process::id();
+        let a = process_start_time(me);
+        assert!(a.is_some());
+        assert_eq!(a, process_start_time(me));
+        assert_eq!(process_start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn overlay_paths_refuse_separators() {
+        assert!(overlay_safe(Path::new("/a,b")).is_err());
+        assert!(overlay_safe(Path::new("/a:b")).is_err());
+        assert_eq!(
+            overlay_safe(Path::new("/a/b")).ok().as_deref(),
+            Some("/a/b")
+        );
+    }
+}

@@ -1,0 +1,344 @@
+//! Per-session cgroups: memory, pids and CPU limits, on cgroup v2 where the controller is
+//! enabled there, else on its cgroup v1 hierarchy (hybrid hosts such as this project's CI
+//! machine, whose v2 hierarchy only offers `hugetlb`).
+//!
+//! Detection runs once per provider; a controller that is usable nowhere is reported once by
+//! the provider and the sandbox runs without that limit. Killing never depends on cgroups (the
+//! agent is PID 1 of the sandbox's pid namespace); a group is only an extra net.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The controllers the sandbox limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Controller {
+    Memory,
+    Pids,
+    Cpu,
+}
+
+impl Controller {
+    const ALL: [Controller; 3] = [Controller::Memory, Controller::Pids, Controller::Cpu];
+
+    fn name(self) -> &'static str {
+        match self {
+            Controller::Memory => "memory",
+            Controller::Pids => "pids",
+            Controller::Cpu => "cpu",
+        }
+    }
+}
+
+/// Where one controller lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Hierarchy {
+    /// The unified hierarchy; the path is the `ignis` parent group.
+    V2(PathBuf),
+    /// A v1 hierarchy; the path is the `ignis` parent group in it.
+    V1(PathBuf),
+}
+
+/// The host's usable controllers, found once.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupLayout {
+    memory: Option<Hierarchy>,
+    pids: Option<Hierarchy>,
+    cpu: Option<Hierarchy>,
+}
+
+/// Limits applied to one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory_bytes: Option<u64>,
+    pub pids_max: Option<u64>,
+    /// CPU quota in whole CPUs.
+    pub cpus: Option<u32>,
+}
+
+/// One session's groups (one directory per distinct hierarchy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionCgroup {
+    pub dirs: Vec<PathBuf>,
+}
+
+/// A cgroup mount from mountinfo: (mount point, is v2, v1 super options).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CgroupMount {
+    path: PathBuf,
+    v2: bool,
+    options: Vec<String>,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        // Fields: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut l = left.split(' ');
+        let mountpoint = l.nth(4);
+        let mut r = right.split(' ');
+        let fstype = r.next();
+        let superopts = r.nth(1).unwrap_or("");
+        let (Some(mp), Some(fs)) = (mountpoint, fstype) else {
+            continue;
+        };
+        let v2 = match fs {
+            "cgroup2" => true,
+            "cgroup" => false,
+            _ => continue,
+        };
+        out.push(CgroupMount {
+            path: PathBuf::from(unescape_mountinfo(mp)),
+            v2,
+            options: superopts.split(',').map(str::to_owned).collect(),
+        });
+    }
+    out
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 0 && i + 3 <= b.len() - 1 + 1 {
+            let oct = &s[i + 1..(i + 4).min(s.len())];
+            if let Ok(v) = u8::from_str_radix(oct, 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl CgroupLayout {
+    /// Finds usable controllers and prepares an `ignis` parent group in each hierarchy.
+    /// Returns the layout and the list of controllers that are unusable (for one warning).
+    pub fn detect() -> (CgroupLayout, Vec<&'static str>) {
+        let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mounts = parse_mountinfo(&text);
+        let mut layout = CgroupLayout::default();
+        let mut missing = Vec::new();
+        let v2 = mounts.iter().find(|m| m.v2);
+        let v2_controllers: Vec<String> = v2
+            .and_then(|m| fs::read_to_string(m.path.join("cgroup.controllers")).ok())
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        for c in Controller::ALL {
+            let h = if let Some(m) = v2.filter(|_| v2_controllers.iter().any(|x| x == c.name())) {
+                prepare_v2(&m.path, c.name()).ok().map(Hierarchy::V2)
+            } else {
+                None
+            };
+            let h = h.or_else(|| {
+                let m = mounts
+                    .iter()
+                    .find(|m| !m.v2 && m.options.iter().any(|o| o == c.name()))?;
+                let dir = m.path.join("ignis");
+                mkdir_exist_ok(&dir).ok()?;
+                Some(Hierarchy::V1(dir))
+            });
+            if h.is_none() {
+                missing.push(c.name());
+            }
+            match c {
+                Controller::Memory => layout.memory = h,
+                Controller::Pids => layout.pids = h,
+                Controller::Cpu => layout.cpu = h,
+            }
+        }
+        (layout, missing)
+    }
+
+    /// True when no controller is usable.
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none() && self.pids.is_none() && self.cpu.is_none()
+    }
+
+    /// Creates the session's groups and writes its limits. On error, removes what it created.
+    pub fn create(&self, id: &str, limits: &Limits) -> io::Result<SessionCgroup> {
+        let mut session = SessionCgroup::default();
+        let result = self.create_inner(id, limits, &mut session);
+        if let Err(e) = result {
+            let _ = session.remove();
+            return Err(e);
+        }
+        Ok(session)
+    }
+
+    fn create_inner(
+        &self,
+        id: &str,
+        limits: &Limits,
+        session: &mut SessionCgroup,
+    ) -> io::Result<()> {
+        let mut dir_of = |h: &Hierarchy| -> io::Result<(PathBuf, bool)> {
+            let (base, v2) = match h {
+                Hierarchy::V2(p) => (p, true),
+                Hierarchy::V1(p) => (p, false),
+            };
+            let dir = base.join(id);
+            if !session.dirs.contains(&dir) {
+                fs::create_dir(&dir)?;
+                session.dirs.push(dir.clone());
+            }
+            Ok((dir, v2))
+        };
+        if let Some(h) = &self.memory {
+            let (dir, v2) = dir_of(h)?;
+            if let Some(bytes) = limits.memory_bytes {
+                if v2 {
+                    fs::write(dir.join("memory.max"), bytes.to_string())?;
+                    // No swap: a limit that can be swapped around is not a limit.
+                    let _ = fs::write(dir.join("memory.swap.max"), "0");
+                } else {
+                    fs::write(dir.join("memory.limit_in_bytes"), bytes.to_string())?;
+                    let _ = fs::write(dir.join("memory.memsw.limit_in_bytes"), bytes.to_string());
+                }
+            }
+        }
+        if let Some(h) = &self.pids {
+            let (dir, _) = dir_of(h)?;
+            if let Some(n) = limits.pids_max {
+                fs::write(dir.join("pids.max"), n.to_string())?;
+            }
+        }
+        if let Some(h) = &self.cpu {
+            let (dir, v2) = dir_of(h)?;
+            if let Some(cpus) = limits.cpus.filter(|c| *c > 0) {
+                let period = 100_000u64;
+                let quota = period * u64::from(cpus);
+                if v2 {
+                    fs::write(dir.join("cpu.max"), format!("{quota} {period}"))?;
+                } else {
+                    fs::write(dir.join("cpu.cfs_period_us"), period.to_string())?;
+                    fs::write(dir.join("cpu.cfs_quota_us"), quota.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mkdir_exist_ok(p: &Path) -> io::Result<()> {
+    match fs::create_dir(p) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Prepares `<v2 root>/ignis` with `controller` enabled for its children.
+fn prepare_v2(root: &Path, controller: &str) -> io::Result<PathBuf> {
+    let dir = root.join("ignis");
+    fs::write(
+        root.join("cgroup.subtree_control"),
+        format!("+{controller}"),
+    )?;
+    mkdir_exist_ok(&dir)?;
+    fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"))?;
+    Ok(dir)
+}
+
+impl SessionCgroup {
+    /// Puts `pid` (and so everything it will fork) into every group of the session.
+    pub fn attach(&self, pid: u32) -> io::Result<()> {
+        for d in &self.dirs {
+            fs::write(d.join("cgroup.procs"), pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Kills what is left in the groups and removes them.
+    pub fn remove(&self) -> io::Result<()> {
+        remove_dirs(&self.dirs)
+    }
+}
+
+/// Kills every process of each group (cgroup.kill on v2, SIGKILL per task on v1) and removes
+/// the directories. Missing directories count as removed. Used by release and by reap.
+pub fn remove_dirs(dirs: &[PathBuf]) -> io::Result<()> {
+    let mut first_err = None;
+    for d in dirs {
+        if let Err(e) = remove_one(d) {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+fn remove_one(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let mut delay = Duration::from_micros(50);
+    for _ in 0..200 {
+        let killed_v2 = fs::write(dir.join("cgroup.kill"), "1").is_ok();
+        if !killed_v2 {
+            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in procs
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok())
+                {
+                    let _ = super::sys::kill_pid(pid, libc::SIGKILL);
+                }
+            }
+        }
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            // Busy: tasks are still exiting; wait a little and retry.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    fs::remove_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+27 1 254:0 / / rw,relatime - ext4 /dev/vda rw";
+
+    #[test]
+    fn mountinfo_finds_v1_and_v2_cgroup_mounts() {
+        let m = parse_mountinfo(HYBRID);
+        assert_eq!(m.len(), 5);
+        assert!(
+            m.iter()
+                .any(|m| m.v2 && m.path == Path::new("/sys/fs/cgroup/unified"))
+        );
+        let mem = m.iter().find(|m| m.options.iter().any(|o| o == "memory"));
+        assert_eq!(
+            mem.map(|m| m.path.as_path()),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert!(!m.iter().any(|m| m.path == Path::new("/")));
+    }
+
+    #[test]
+    fn mountinfo_unescapes_spaces() {
+        assert_eq!(unescape_mountinfo(r"/a\040b"), "/a b");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("\\"), "\\");
+    }
+}

@@ -1,0 +1,379 @@
+//! Isolation and cleanup of the sandbox backend, checked by inspecting the host.
+//! Needs root (skips loudly otherwise) and the `ignis-agent` binary (built by
+//! `cargo test --workspace`; skips loudly when missing).
+
+use ignis_agent::{ExecOutput, ExecRequest};
+use ignis_vm::sandbox::{SandboxProvider, process_start_time};
+use ignis_vm::{Backend, NetworkPolicy, Vm, VmProvider, VmRecord, VmSpec};
+use std::path::Path;
+use std::time::Duration;
+
+fn spec() -> VmSpec {
+    VmSpec {
+        vm_type: "ubuntu-latest".into(),
+        backend: Backend::Sandbox,
+        image: "/".into(),
+        vcpus: 1,
+        memory_mib: 512,
+        disk_mib: 512,
+        pids_max: Some(256),
+        network: NetworkPolicy::None,
+    }
+}
+
+/// A provider, or `None` (with a loud skip) where the host cannot run these tests.
+fn provider() -> Option<SandboxProvider> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: sandbox isolation tests need root");
+        return None;
+    }
+    if let Err(e) = ignis_agent::agent_binary_path() {
+        eprintln!("skipped: {e}");
+        return None;
+    }
+    Some(SandboxProvider::new().expect("sandbox provider"))
+}
+
+async fn sh(vm: &Vm, script: &str) -> ExecOutput {
+    let mut req = ExecRequest::argv(["/bin/bash", "-c", script]);
+    req.env.insert(
+        "PATH".into(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+    );
+    req.timeout = Some(Duration::from_secs(60));
+    vm.agent.exec_collect(req).await.expect("exec in sandbox")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_owned()
+}
+
+/// Alive = exists with the same start time and is not a zombie.
+fn alive(pid: u32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next());
+    process_start_time(pid) == Some(start) && state != Some("Z")
+}
+
+/// Everything a record names is gone from the host.
+fn assert_gone(record: &VmRecord) {
+    for (pid, start) in &record.processes {
+        assert!(!alive(*pid, *start), "process {pid} still alive");
+    }
+    for c in &record.cgroups {
+        assert!(!c.exists(), "cgroup {} still exists", c.display());
+    }
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in &record.mounts {
+        assert!(
+            !mountinfo.contains(&m.display().to_string()),
+            "mount {} left",
+            m.display()
+        );
+    }
+    for p in &record.paths {
+        assert!(!p.exists(), "path {} left", p.display());
+    }
+}
+
+/// Host processes whose command line contains `needle` (NUL-separated argv joined by spaces).
+fn host_processes_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn root_inside_is_not_root_on_the_host_and_host_files_look_root_owned() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(
+        &vm,
+        "id -u; id -g; stat -c %u:%g /etc/passwd /usr/bin; hostname",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(lines[..4], ["0", "0", "0:0", "0:0"]);
+    assert_eq!(lines[4], vm.id.0);
+
+    let (agent_pid, _) = vm.record.processes[0];
+    let status =
+        std::fs::read_to_string(format!("/proc/{agent_pid}/status")).expect("agent status");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
+    let host_uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .map(|u| u.parse().expect("uid"))
+        .collect();
+    assert!(
+        host_uids.iter().all(|u| *u != 0),
+        "agent runs as host root: {uid_line}"
+    );
+    assert!(host_uids[0] >= p.config().uid_base, "{uid_line}");
+    p.release(&vm).await.expect("release");
+    assert_gone(&vm.record);
+}
+
+#[tokio::test]
+async fn writes_outside_the_workspace_never_reach_the_host() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let tag = format!("ignis-sbx-{}", vm.id);
+    let script = format!(
+        "set -e; echo inside > /etc/{tag}; mkdir -p /usr/lib/{tag} && echo pkg > /usr/lib/{tag}/file; \
+         rm -f /etc/hostname.ignis-none; cat /etc/{tag} /usr/lib/{tag}/file; \
+         echo ws > /home/runner/work/f; cat /home/runner/work/f; stat -c %u /home/runner/work/_temp /opt/hostedtoolcache"
+    );
+    let out = sh(&vm, &script).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "inside\npkg\nws\n0\n0");
+    assert!(
+        !Path::new(&format!("/etc/{tag}")).exists(),
+        "host /etc was written"
+    );
+    assert!(
+        !Path::new(&format!("/usr/lib/{tag}")).exists(),
+        "host /usr was written"
+    );
+    // The host's /root and /tmp are masked.
+    let out = sh(&vm, "ls -A /root | wc -l; ls -A /tmp | wc -l").await;
+    assert_eq!(text(&out.stdout), "0\n0");
+    p.release(&vm).await.expect("release");
+    assert_gone(&vm.record);
+}
+
+#[tokio::test]
+async fn host_processes_are_invisible_and_the_agent_is_pid_1() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(&vm, "ls /proc | grep -E '^[0-9]+$' | sort -n | tr '\\n' ' '; echo; tr '\\0' ' ' < /proc/1/cmdline").await;
+    let s = text(&out.stdout);
+    let mut lines = s.lines();
+    let pids: Vec<u32> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert!(pids.contains(&1));
+    // Only the agent and this command's few processes, never the host's hundreds.
+    assert!(pids.len() < 10, "sees too many processes: {pids:?}");
+    assert!(
+        lines.next().unwrap_or_default().contains("ignis-agent"),
+        "{s}"
+    );
+    let host_pid = std::process::id();
+    let out = sh(
+        &vm,
+        &format!(
+            "test -e /proc/{host_pid}/cmdline && tr '\\0' ' ' < /proc/{host_pid}/cmdline; true"
+        ),
+    )
+    .await;
+    assert!(
+        !text(&out.stdout).contains("sandbox_isolation"),
+        "host process visible"
+    );
+    p.release(&vm).await.expect("release");
+}
+
+#[tokio::test]
+async fn host_loopback_is_unreachable_but_lo_is_up() {
+    let Some(p) = provider() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(
+        &vm,
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(!text(&out.stdout).contains("connected"));
+    // "refused" (not "unreachable") shows lo is up inside, with nobody listening there.
+    assert!(
+        text(&out.stderr).contains("refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the host listener got a connection"
+    );
+    p.release(&vm).await.expect("release");
+}
+
+#[tokio::test]
+async fn a_background_process_dies_with_the_session_and_nothing_is_left() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let marker = format!(
+        "{}.{}",
+        1000 + std::process::id() % 1000,
+        vm.id.0.len() + 77
+    );
+    let out = sh(
+        &vm,
+        &format!("setsid sleep {marker} </dev/null >/dev/null 2>&1 & echo started"),
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "started");
+    // It is a real process on the host while the session lives.
+    let mut seen = Vec::new();
+    for _ in 0..200 {
+        seen = host_processes_with(&format!("sleep {marker}"));
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!seen.is_empty(), "background sleep not found on the host");
+    for c in &vm.record.cgroups {
+        assert!(c.exists(), "cgroup {} missing while live", c.display());
+    }
+    p.release(&vm).await.expect("release");
+    assert!(
+        host_processes_with(&format!("sleep {marker}")).is_empty(),
+        "background sleep survived"
+    );
+    assert_gone(&vm.record);
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let state = p.config().state_dir.display().to_string();
+    assert!(!mountinfo.contains(&state), "host mount under {state}");
+    let leftovers: Vec<_> = std::fs::read_dir(p.config().state_dir.join("mnt"))
+        .expect("mnt")
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "scratch mount point not empty on the host"
+    );
+    assert!(p.live_ids().iter().all(|id| *id != vm.id));
+}
+
+#[tokio::test]
+async fn pids_and_memory_limits_are_enforced() {
+    let Some(p) = provider() else { return };
+    let mut s = spec();
+    s.pids_max = Some(32);
+    s.memory_mib = 96;
+    let vm = p.allocate(&s).await.expect("allocate");
+    if vm.record.cgroups.is_empty() {
+        eprintln!("skipped: no usable cgroup controllers on this host");
+        p.release(&vm).await.expect("release");
+        return;
+    }
+    // Fork until the pids limit bites; children hold no pipe and are killed afterwards.
+    let fork_bomb = r#"python3 -c '
+import os, time, signal
+kids = []
+try:
+    while len(kids) < 200:
+        pid = os.fork()
+        if pid == 0:
+            os.close(1); os.close(2); time.sleep(60); os._exit(0)
+        kids.append(pid)
+    print("unlimited")
+except OSError as e:
+    print("limited", e.errno)
+for k in kids:
+    os.kill(k, signal.SIGKILL); os.waitpid(k, 0)
+'"#;
+    let out = sh(&vm, fork_bomb).await;
+    assert!(
+        text(&out.stdout).starts_with("limited 11"),
+        "{} {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    // Touch 400 MiB with a 96 MiB limit: the kernel kills the command, not the sandbox.
+    let out = sh(
+        &vm,
+        "python3 -c 'x = b\"\\x01\" * (400 << 20); print(len(x))'",
+    )
+    .await;
+    assert!(
+        !out.status.success(),
+        "allocating past the memory limit succeeded: {}",
+        text(&out.stdout)
+    );
+    assert!(text(&out.stdout).is_empty());
+    let out = sh(&vm, "echo still-alive").await;
+    assert_eq!(text(&out.stdout), "still-alive");
+    p.release(&vm).await.expect("release");
+    assert_gone(&vm.record);
+}
+
+#[tokio::test]
+async fn snapshot_then_restore_sees_files_written_before_the_snapshot() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(&vm, "echo before > /etc/ignis-snap-marker && mkdir -p /opt/hostedtoolcache/tool && echo t > /opt/hostedtoolcache/tool/v && rm -rf /etc/default").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let name = format!("snap-{}", vm.id);
+    let snap = p.snapshot(&vm, &name).await.expect("snapshot");
+    sh(&vm, "echo after > /etc/ignis-snap-after").await;
+    let restored = p.restore(&snap, &spec()).await.expect("restore");
+    let out = sh(
+        &restored,
+        "cat /etc/ignis-snap-marker /opt/hostedtoolcache/tool/v; test -e /etc/ignis-snap-after && echo leaked; \
+         test -e /etc/default && echo whiteout-lost; stat -c %u /etc/ignis-snap-marker; ls -A /root | wc -l",
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout),
+        "before\nt\n0\n0",
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!Path::new("/etc/ignis-snap-marker").exists());
+    p.release(&restored).await.expect("release restored");
+    p.release(&vm).await.expect("release");
+    assert!(
+        p.snapshot(&restored, "x").await.is_err(),
+        "snapshot of a released vm"
+    );
+}
+
+#[tokio::test]
+async fn reap_cleans_up_a_sandbox_whose_owner_crashed() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(
+        &vm,
+        "setsid sleep 4242.4242 </dev/null >/dev/null 2>&1 & echo ok",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "ok");
+    let record = vm.record.clone();
+    // Forget the handle as a crashed ignis would; the agent channel stays open, so only reap
+    // can end the sandbox.
+    assert!(p.leak(&vm.id));
+    assert!(alive(record.processes[0].0, record.processes[0].1));
+    let fresh = SandboxProvider::new().expect("second provider");
+    fresh.reap(&record).await.expect("reap");
+    assert_gone(&record);
+    assert!(host_processes_with("sleep 4242.4242").is_empty());
+    // Reaping twice is harmless.
+    fresh.reap(&record).await.expect("reap again");
+    drop(vm);
+}
