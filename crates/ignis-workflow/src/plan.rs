@@ -233,33 +233,7 @@ pub fn plan(workflow: &Workflow, options: &PlanOptions<'_>) -> Result<Plan, Plan
         let Some(job) = workflow.jobs.get(id) else {
             continue; // unreachable: the DAG was built from these jobs
         };
-        let matrix = match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
-            None => JobMatrix::None,
-            Some(spec) => {
-                let reads = matrix_contexts(spec);
-                if reads
-                    .iter()
-                    .all(|c| PLAN_TIME_CONTEXTS.contains(&c.as_str()))
-                {
-                    let legs = evaluate_matrix(spec, ctx).map_err(|source| PlanError::Matrix {
-                        job: id.to_owned(),
-                        location: job.location,
-                        source,
-                    })?;
-                    JobMatrix::Legs(
-                        legs.into_iter()
-                            .filter(|leg| leg_matches_filter(leg, &options.matrix_filter))
-                            .map(|leg| PlannedLeg {
-                                name: display_name(job, Some(&leg), ctx),
-                                values: leg,
-                            })
-                            .collect(),
-                    )
-                } else {
-                    JobMatrix::Deferred
-                }
-            }
-        };
+        let matrix = job_matrix(job, ctx, &options.matrix_filter, false)?;
         jobs.push(PlannedJob {
             id: id.to_owned(),
             name: plain_name(job, ctx),
@@ -285,6 +259,43 @@ pub fn plan(workflow: &Workflow, options: &PlanOptions<'_>) -> Result<Plan, Plan
         jobs,
         dag,
     })
+}
+
+/// A job's matrix legs, with display names and the `--matrix` filter applied.
+///
+/// At plan time (`run_time == false`) a matrix that reads anything but `github`, `inputs`
+/// and `vars` is [`JobMatrix::Deferred`]. The runtime calls this again with
+/// `run_time == true` and a `ctx` holding `needs` once the job's needs have finished.
+pub fn job_matrix(
+    job: &crate::model::Job,
+    ctx: &EvalContext<'_>,
+    matrix_filter: &[(String, Vec<String>)],
+    run_time: bool,
+) -> Result<JobMatrix, PlanError> {
+    let Some(spec) = job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) else {
+        return Ok(JobMatrix::None);
+    };
+    if !run_time
+        && !matrix_contexts(spec)
+            .iter()
+            .all(|c| PLAN_TIME_CONTEXTS.contains(&c.as_str()))
+    {
+        return Ok(JobMatrix::Deferred);
+    }
+    let legs = evaluate_matrix(spec, ctx).map_err(|source| PlanError::Matrix {
+        job: job.id.clone(),
+        location: job.location,
+        source,
+    })?;
+    Ok(JobMatrix::Legs(
+        legs.into_iter()
+            .filter(|leg| leg_matches_filter(leg, matrix_filter))
+            .map(|leg| PlannedLeg {
+                name: display_name(job, Some(&leg), ctx),
+                values: leg,
+            })
+            .collect(),
+    ))
 }
 
 /// The job name without matrix values: `name:` evaluated when it reads no `matrix`,
@@ -420,6 +431,30 @@ jobs:
         .expect("plan");
         assert_eq!(p.decision, TriggerDecision::Ref("dev".into()));
         assert!(p.jobs.is_empty());
+    }
+
+    #[test]
+    fn deferred_matrix_expands_at_run_time() {
+        let w = wf(MATRIX);
+        let job = &w.jobs["dynamic"];
+        let plan_ctx = EvalContext::new();
+        assert!(matches!(
+            job_matrix(job, &plan_ctx, &[], false),
+            Ok(JobMatrix::Deferred)
+        ));
+        let needs = serde_json::json!({"prepare": {"result": "success", "outputs": {"m": "{\"shard\": [1, 2, 3]}"}}});
+        let ctx = EvalContext::new().with("needs", expr::Value::from(needs));
+        let Ok(JobMatrix::Legs(legs)) = job_matrix(job, &ctx, &[], true) else {
+            panic!("expands once needs are known");
+        };
+        let names: Vec<&str> = legs.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["dynamic (1)", "dynamic (2)", "dynamic (3)"]);
+        // Without the needs outputs, fromJSON('') fails: a located, typed error.
+        let err = job_matrix(job, &plan_ctx, &[], true).expect_err("no needs");
+        assert!(
+            matches!(err, PlanError::Matrix { ref job, .. } if job == "dynamic"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -86,10 +86,7 @@ fn expected_runs(case: &Value) -> BTreeMap<String, Vec<String>> {
 
 /// Cases act ran successfully that ignis refuses on purpose, with the reason. The test
 /// checks they are still refused, so this list cannot go stale silently.
-const KNOWN_REFUSALS: &[(&str, &str)] = &[(
-    "workflow_call_inputs",
-    "GitHub requires `type` on every on.workflow_call input; act does not check it",
-)];
+const KNOWN_REFUSALS: &[(&str, &str)] = &[];
 
 #[test]
 fn every_conformance_workflow_act_ran_plans_like_act() {
