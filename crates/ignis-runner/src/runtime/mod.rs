@@ -1,8 +1,12 @@
 //! The step runtime: everything that turns one step into a command in the VM and its output
 //! back into state (masking, workflow and file commands, shells, contexts).
 
+/// Checkout packing and remote action fetching.
+pub mod actions;
 /// The `github` context and `GITHUB_*` variables of a local run.
 pub mod contexts;
+/// Dotenv files for secrets, vars, inputs and env.
+pub mod env;
 /// `GITHUB_ENV`, `GITHUB_OUTPUT`, `GITHUB_PATH`, `GITHUB_STATE`, `GITHUB_STEP_SUMMARY`.
 pub mod file_commands;
 /// Secret masking.

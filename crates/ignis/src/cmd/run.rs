@@ -1,10 +1,402 @@
-//! `ignis run` (to be implemented).
+//! `ignis run`: run the workflows of a repository for an event, like `act`, but each run in
+//! its own isolated session (one VM per run). Flags follow act's names where act has them.
 
+use crate::print::{HumanPrinter, JsonPrinter, TimelinePrinter};
+use crate::workflows;
+use anyhow::{Context, bail};
+use ignis_runner::events::{EventBus, JobResult};
+use ignis_runner::executor::{
+    CancelSignals, ExecutorConfig, Isolation, ProviderSessions, RunRequest, WorkflowExecutor,
+};
+use ignis_runner::runtime::contexts::RunInfo;
+use ignis_runner::runtime::env::parse_dotenv;
+use ignis_runner::runtime::mask::Masker;
+use ignis_vm::{Backend, VmProvider};
+use ignis_workflow::model::{Trigger, Workflow};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    Sandbox,
+    Qemu,
+    Firecracker,
+    Fake,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum IsolationArg {
+    Workflow,
+    Job,
+}
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The event that triggers the workflows.
+    #[arg(default_value = "push")]
+    pub event: String,
+    /// Workflow file or directory (default .github/workflows).
+    #[arg(short = 'W', long = "workflows")]
+    pub workflows: Vec<PathBuf>,
+    /// Run only this job.
+    #[arg(short = 'j', long = "job")]
+    pub job: Option<String>,
+    /// Event payload JSON file.
+    #[arg(short = 'e', long = "eventpath")]
+    pub event_path: Option<PathBuf>,
+    /// Secret `K=V`, or `K` to read it from the environment.
+    #[arg(short = 's', long = "secret")]
+    pub secrets: Vec<String>,
+    /// Dotenv file of secrets.
+    #[arg(long = "secret-file")]
+    pub secret_file: Option<PathBuf>,
+    /// Variable `K=V` (`vars` context).
+    #[arg(long = "var")]
+    pub vars: Vec<String>,
+    /// Dotenv file of variables.
+    #[arg(long = "var-file")]
+    pub var_file: Option<PathBuf>,
+    /// Input `K=V` (`inputs` context of workflow_dispatch / workflow_call).
+    #[arg(long = "input")]
+    pub inputs: Vec<String>,
+    /// Dotenv file of inputs.
+    #[arg(long = "input-file")]
+    pub input_file: Option<PathBuf>,
+    /// Dotenv file of environment variables for every step.
+    #[arg(long = "env-file")]
+    pub env_file: Option<PathBuf>,
+    /// Keep only matrix legs with `key:value` (repeatable).
+    #[arg(long = "matrix")]
+    pub matrix: Vec<String>,
+    /// List the jobs that would run and exit.
+    #[arg(short = 'l', long = "list")]
+    pub list: bool,
+    /// Print the job graph and exit.
+    #[arg(short = 'g', long = "graph")]
+    pub graph: bool,
+    /// Plan and print, execute nothing.
+    #[arg(short = 'n', long = "dryrun")]
+    pub dryrun: bool,
+    /// JSON Lines event stream on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Override the profile's backend.
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+    /// One VM for the whole run (workflow) or one per job leg (job).
+    #[arg(long, value_enum, default_value = "workflow")]
+    pub isolation: IsolationArg,
+    /// Maximum live sessions.
+    #[arg(long = "max-sessions", default_value_t = 8)]
+    pub max_sessions: usize,
+    /// Print the session timeline at the end (stderr).
+    #[arg(long)]
+    pub timeline: bool,
+    /// Write the step summaries (markdown) to this file.
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    /// The `github.actor` (act's flag).
+    #[arg(short = 'a', long = "actor")]
+    pub actor: Option<String>,
+    /// Profile config file (default: ignis.toml in the repository, then the user config).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run in this directory (the repository root).
+    #[arg(short = 'C', long = "directory")]
+    pub directory: Option<PathBuf>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("ignis run is not implemented yet")
+fn key_values(
+    items: &[String],
+    what: &str,
+    from_env: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for item in items {
+        match item.split_once('=') {
+            Some((k, v)) if !k.is_empty() => out.push((k.to_string(), v.to_string())),
+            None if from_env && !item.is_empty() => {
+                let v = std::env::var(item)
+                    .with_context(|| format!("{what} {item}: not set in the environment"))?;
+                out.push((item.clone(), v));
+            }
+            _ => bail!("invalid {what} {item:?}: expected KEY=VALUE"),
+        }
+    }
+    Ok(out)
+}
+
+fn dotenv(path: &Option<PathBuf>) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(p) = path else { return Ok(vec![]) };
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    parse_dotenv(&text).with_context(|| format!("{}", p.display()))
+}
+
+/// Whether `workflow` runs for `event` (the planner's filters apply on top when available).
+fn triggers(workflow: &Workflow, event: &str) -> bool {
+    workflow.on.contains(event)
+}
+
+fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
+    Ok(match backend {
+        Backend::Sandbox => Arc::new(ignis_vm::sandbox::SandboxProvider::new()?),
+        Backend::Fake => {
+            let config = ignis_vm::fake::FakeConfig::discover()
+                .context("the fake backend needs the ignis-agent binary")?;
+            Arc::new(ignis_vm::fake::FakeProvider::new(config))
+        }
+        other => bail!("backend {other} is not available in `ignis run` yet"),
+    })
+}
+
+fn relative(path: &Path, root: &Path) -> String {
+    path.strip_prefix(root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.directory {
+        std::env::set_current_dir(dir).with_context(|| format!("entering {}", dir.display()))?;
+    }
+    let repo_dir = std::env::current_dir().context("current directory")?;
+    let loaded = match workflows::load_valid(&args.workflows)? {
+        Ok(l) => l,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let selected: Vec<(PathBuf, Workflow)> = loaded
+        .into_iter()
+        .filter(|(_, w)| triggers(w, &args.event))
+        .filter(|(_, w)| args.job.as_ref().is_none_or(|j| w.jobs.contains_key(j)))
+        .collect();
+    if selected.is_empty() {
+        eprintln!(
+            "ignis: no workflow runs for event {:?}{}",
+            args.event,
+            args.job
+                .as_ref()
+                .map(|j| format!(" with job {j}"))
+                .unwrap_or_default()
+        );
+        return Ok(ExitCode::from(if args.job.is_some() { 2 } else { 0 }));
+    }
+
+    if args.list || args.graph || args.dryrun {
+        for (path, wf) in &selected {
+            println!(
+                "{}  ({})",
+                wf.name.clone().unwrap_or_else(|| relative(path, &repo_dir)),
+                relative(path, &repo_dir)
+            );
+            for (id, job) in &wf.jobs {
+                if args.job.as_ref().is_some_and(|j| j != id) {
+                    continue;
+                }
+                let needs = if job.needs.is_empty() {
+                    String::new()
+                } else {
+                    format!("  needs: {}", job.needs.join(", "))
+                };
+                let kind = if let Some(u) = &job.uses {
+                    format!("calls {u}")
+                } else {
+                    format!("{} steps", job.steps.len())
+                };
+                println!(
+                    "  {id}  {}  [{kind}]{needs}",
+                    job.name.clone().unwrap_or_else(|| id.clone())
+                );
+            }
+        }
+        if args.dryrun {
+            println!("dry run: nothing was executed");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let mut secrets: BTreeMap<String, String> = dotenv(&args.secret_file)?.into_iter().collect();
+    secrets.extend(key_values(&args.secrets, "secret", true)?);
+    let mut vars: BTreeMap<String, String> = dotenv(&args.var_file)?.into_iter().collect();
+    vars.extend(key_values(&args.vars, "var", false)?);
+    let mut input_pairs: Vec<(String, String)> = dotenv(&args.input_file)?;
+    input_pairs.extend(key_values(&args.inputs, "input", false)?);
+    let env_file = dotenv(&args.env_file)?;
+    let matrix_filter: Vec<(String, String)> = args
+        .matrix
+        .iter()
+        .map(|m| {
+            m.split_once(':')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .context(format!("invalid --matrix {m:?}: expected key:value"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let event: serde_json::Value = match &args.event_path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?
+        }
+        None => serde_json::json!({}),
+    };
+
+    let (profiles, _) =
+        ignis_vm::profile::ProfileConfig::discover(args.config.as_deref(), Some(&repo_dir))?;
+    let backend = match args.backend {
+        Some(BackendArg::Sandbox) => Some(Backend::Sandbox),
+        Some(BackendArg::Qemu) => Some(Backend::Qemu),
+        Some(BackendArg::Firecracker) => Some(Backend::Firecracker),
+        Some(BackendArg::Fake) => Some(Backend::Fake),
+        None => None,
+    };
+    let effective_backend = backend
+        .or_else(|| profiles.profiles.values().next().map(|p| p.backend))
+        .unwrap_or(Backend::Sandbox);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let provider = match provider(effective_backend) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("ignis: {e:#}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        let sessions = Arc::new(ProviderSessions::new(
+            provider,
+            profiles,
+            backend,
+            args.max_sessions,
+        ));
+        let mut config = ExecutorConfig::new(repo_dir.clone());
+        config.isolation = match args.isolation {
+            IsolationArg::Workflow => Isolation::Workflow,
+            IsolationArg::Job => Isolation::Job,
+        };
+        for (k, v) in env_file {
+            config.base_env.insert(k, v);
+        }
+        let executor = WorkflowExecutor::new(sessions, config);
+
+        let bus = EventBus::new();
+        let human = Arc::new(HumanPrinter::new());
+        if args.json {
+            bus.subscribe(Arc::new(JsonPrinter::default()));
+        } else {
+            bus.subscribe(human.clone());
+        }
+        let timeline = Arc::new(TimelinePrinter::default());
+        if args.timeline {
+            bus.subscribe(timeline.clone());
+        }
+        let masker = Masker::new();
+        let signals = CancelSignals::default();
+        spawn_signal_handlers(signals.clone());
+
+        let run_number = 1;
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, (path, wf)) in selected.into_iter().enumerate() {
+            let rel = relative(&path, &repo_dir);
+            let mut inputs = serde_json::Map::new();
+            // Declared workflow_dispatch inputs get their defaults; given inputs override.
+            if let Some(Trigger::WorkflowDispatch(d)) = wf.on.get(&args.event) {
+                for (k, inp) in &d.inputs {
+                    if let Some(def) = &inp.default {
+                        inputs.insert(k.clone(), def.clone());
+                    }
+                }
+            }
+            if let Some(given) = event.get("inputs").and_then(|v| v.as_object()) {
+                for (k, v) in given {
+                    inputs.insert(k.clone(), v.clone());
+                }
+            }
+            for (k, v) in &input_pairs {
+                inputs.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            let info = RunInfo {
+                event_name: args.event.clone(),
+                event: event.clone(),
+                run_id: format!("{}{}", std::process::id(), i),
+                run_number,
+                actor: args.actor.clone(),
+                repository: None,
+                workflow: wf.name.clone().unwrap_or_else(|| rel.clone()),
+                workflow_path: rel.clone(),
+            };
+            let req = RunRequest {
+                workflow: Arc::new(wf),
+                workflow_path: rel,
+                info,
+                only_job: args.job.clone(),
+                secrets: secrets.clone(),
+                vars: vars.clone(),
+                inputs,
+                matrix_filter: matrix_filter.clone(),
+            };
+            let (ex, bus, masker, signals) = (
+                executor.clone(),
+                bus.clone(),
+                masker.clone(),
+                signals.clone(),
+            );
+            tasks.spawn(async move { ex.execute(req, bus, masker, signals).await });
+        }
+        let mut failed = false;
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(res) => failed |= res.result != JobResult::Success,
+                Err(e) => {
+                    eprintln!("ignis: a run task failed: {e}");
+                    failed = true;
+                }
+            }
+        }
+        bus.finish();
+        if let Some(path) = &args.summary {
+            std::fs::write(path, human.summaries_markdown())
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+}
+
+/// First SIGINT/SIGTERM: cancel gracefully. Second: stop at once (sessions are still released).
+fn spawn_signal_handlers(signals: CancelSignals) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            count += 1;
+            if count == 1 {
+                eprintln!("ignis: cancelling (press Ctrl-C again to stop at once)");
+                signals.cancel.cancel();
+            } else {
+                eprintln!("ignis: stopping now");
+                signals.kill.cancel();
+                signals.cancel.cancel();
+            }
+        }
+    });
 }

@@ -1,0 +1,1337 @@
+//! One job leg inside a session: its directories, environment and contexts, its steps in
+//! order (with `if:`, `continue-on-error`, timeouts, actions), its post steps, its outputs.
+//! Nothing here allocates a VM: the leg receives the session it runs in.
+
+use super::exprs;
+use super::process::{self, CommandEffects, Ended, LogTarget};
+use super::{RunShared, SessionRef};
+use crate::events::{JobResult, LogStream, RunEvent, Stage, StepResult};
+use crate::runtime::actions::{self, ActionRef};
+use crate::runtime::file_commands::{self, PrependPath};
+use crate::runtime::shell;
+use ignis_agent::{ExecRequest, Program};
+use ignis_workflow::expr::{EvalContext, Map as ExprMap, Status, Value};
+use ignis_workflow::model::{Action, Defaults, Job, Runs, Step, Workflow};
+use indexmap::IndexMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// GitHub's default job timeout.
+pub const DEFAULT_JOB_TIMEOUT_MINUTES: f64 = 360.0;
+
+/// What the scheduler hands a leg.
+#[derive(Debug, Clone)]
+pub struct LegSpec {
+    pub workflow: Arc<Workflow>,
+    pub job_id: String,
+    /// Display name (evaluated by the planner or the scheduler).
+    pub name: String,
+    pub matrix: Option<serde_json::Value>,
+    /// `strategy` context.
+    pub strategy: serde_json::Value,
+    /// `needs` context (only this job's direct needs).
+    pub needs: serde_json::Value,
+    /// Unique, filesystem-safe key of this leg within the run.
+    pub key: String,
+    /// `inputs` context (workflow_dispatch / workflow_call inputs).
+    pub inputs: serde_json::Value,
+    /// `secrets` context (a called workflow sees only what its caller passed).
+    pub secrets: serde_json::Value,
+}
+
+/// How a leg ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LegResult {
+    pub result: JobResult,
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Directories of a leg inside the VM.
+#[derive(Debug, Clone)]
+pub(crate) struct JobDirs {
+    pub workspace: String,
+    pub temp: String,
+    pub files: String,
+}
+
+/// A post step registered by a node action.
+#[derive(Debug, Clone)]
+struct PostStep {
+    step_id: String,
+    name: String,
+    action_dir: String,
+    script: String,
+    condition: String,
+    env: BTreeMap<String, String>,
+    state: Vec<(String, String)>,
+}
+
+/// The scope a list of steps runs in: the job itself, or a composite action.
+#[derive(Debug, Default)]
+struct Frame {
+    steps: ExprMap,
+    inputs: Option<Value>,
+    /// `env:` of the composite's `uses:` step, visible to its inner steps.
+    env: IndexMap<String, String>,
+    id_prefix: String,
+    status: Status,
+    action_path: Option<String>,
+}
+
+/// Outcome of one step's main work.
+struct StepRun {
+    ok: bool,
+    outputs: Vec<(String, String)>,
+}
+
+pub(crate) struct JobRunner {
+    rt: Arc<RunShared>,
+    session: SessionRef,
+    spec: LegSpec,
+    dirs: JobDirs,
+    /// Contexts fixed for the whole leg (github, vars, secrets, inputs, matrix, strategy,
+    /// needs, runner, job).
+    base: EvalContext<'static>,
+    github: serde_json::Map<String, serde_json::Value>,
+    /// workflow + job `env:` plus `GITHUB_ENV` assignments.
+    env: IndexMap<String, String>,
+    path: PrependPath,
+    cancel: CancellationToken,
+    timed_out: Arc<AtomicBool>,
+    seq: u32,
+    posts: Vec<PostStep>,
+    defaults_shell: Option<String>,
+    defaults_wd: Option<String>,
+    job_failed: bool,
+}
+
+fn to_value(v: &serde_json::Value) -> Value {
+    Value::from(v)
+}
+
+fn merge_defaults(
+    wf: Option<&Defaults>,
+    job: Option<&Defaults>,
+) -> (Option<String>, Option<String>) {
+    let pick = |f: fn(&Defaults) -> Option<String>| job.and_then(f).or_else(|| wf.and_then(f));
+    (
+        pick(|d| d.run.as_ref().and_then(|r| r.shell.clone())),
+        pick(|d| d.run.as_ref().and_then(|r| r.working_directory.clone())),
+    )
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The environment variable name of an action input (`INPUT_<NAME>`).
+fn input_env_name(name: &str) -> String {
+    format!("INPUT_{}", name.replace(' ', "_").to_uppercase())
+}
+
+impl JobRunner {
+    pub(crate) fn new(
+        rt: Arc<RunShared>,
+        session: SessionRef,
+        spec: LegSpec,
+        cancel: CancellationToken,
+    ) -> Self {
+        let leg_root = format!("{}/{}", session.root, sanitize(&spec.key));
+        let repo_name = rt.repo_name.clone();
+        let dirs = JobDirs {
+            workspace: format!("{leg_root}/work/{repo_name}"),
+            temp: format!("{leg_root}/temp"),
+            files: format!("{leg_root}/files"),
+        };
+        let mut github = rt.github.clone();
+        github.insert("job".into(), spec.job_id.clone().into());
+        github.insert("workspace".into(), dirs.workspace.clone().into());
+        github.insert("event_path".into(), session.event_path.clone().into());
+        let job = &spec.workflow.jobs[&spec.job_id];
+        let (defaults_shell, defaults_wd) =
+            merge_defaults(spec.workflow.defaults.as_ref(), job.defaults.as_ref());
+        let runner = serde_json::json!({
+            "os": "Linux", "arch": "X64", "name": format!("ignis-{}", session.vm_id),
+            "environment": "self-hosted", "temp": dirs.temp, "tool_cache": session.tool_cache,
+            "workspace": format!("{leg_root}/work"), "debug": "",
+        });
+        let mut base = EvalContext::new();
+        base.set(
+            "github",
+            to_value(&serde_json::Value::Object(github.clone())),
+        );
+        base.set("vars", to_value(&rt.vars));
+        base.set("secrets", to_value(&spec.secrets));
+        base.set("inputs", to_value(&spec.inputs));
+        base.set(
+            "matrix",
+            spec.matrix
+                .as_ref()
+                .map(to_value)
+                .unwrap_or_else(|| Value::object(ExprMap::new())),
+        );
+        base.set("strategy", to_value(&spec.strategy));
+        base.set("needs", to_value(&spec.needs));
+        base.set("runner", to_value(&runner));
+        JobRunner {
+            rt,
+            session,
+            spec,
+            dirs,
+            base,
+            github,
+            env: IndexMap::new(),
+            path: PrependPath::default(),
+            cancel,
+            timed_out: Arc::new(AtomicBool::new(false)),
+            seq: 0,
+            posts: Vec::new(),
+            defaults_shell,
+            defaults_wd,
+            job_failed: false,
+        }
+    }
+
+    fn job(&self) -> &Job {
+        &self.spec.workflow.jobs[&self.spec.job_id]
+    }
+
+    fn target(&self, step_id: &str) -> LogTarget {
+        LogTarget {
+            bus: self.rt.bus.clone(),
+            masker: self.rt.masker.clone(),
+            job_id: self.spec.job_id.clone(),
+            matrix: self.spec.matrix.clone(),
+            step_id: step_id.to_string(),
+        }
+    }
+
+    fn system(&self, step_id: &str, line: &str) {
+        self.target(step_id).log(LogStream::System, line);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Contexts for an expression in `frame`, with `extra_env` (a step's own env) on top.
+    fn ctx(
+        &self,
+        frame: &Frame,
+        extra_env: Option<&IndexMap<String, String>>,
+    ) -> EvalContext<'static> {
+        let mut c = self.base.clone();
+        let mut env = ExprMap::new();
+        for (k, v) in self
+            .env
+            .iter()
+            .chain(frame.env.iter())
+            .chain(extra_env.into_iter().flatten())
+        {
+            env.insert(k.clone(), Value::String(v.clone()));
+        }
+        c.set("env", Value::object(env));
+        c.set("steps", Value::object(frame.steps.clone()));
+        if let Some(inputs) = &frame.inputs {
+            c.set("inputs", inputs.clone());
+        }
+        let job_status = if self.cancelled() {
+            "cancelled"
+        } else if self.job_failed {
+            "failure"
+        } else {
+            "success"
+        };
+        c.set(
+            "job",
+            Value::object_from([("status", Value::from(job_status))]),
+        );
+        if let Some(p) = &frame.action_path {
+            let mut gh = self.github.clone();
+            gh.insert("action_path".into(), p.clone().into());
+            c.set("github", to_value(&serde_json::Value::Object(gh)));
+        }
+        c.status = if self.cancelled() {
+            Status::Cancelled
+        } else {
+            frame.status
+        };
+        c
+    }
+
+    /// Run the leg: directories, env, steps, post steps, outputs.
+    pub(crate) async fn run(mut self) -> LegResult {
+        let started = Instant::now();
+        let job_name = self.spec.name.clone();
+        self.rt.bus.emit(RunEvent::JobStarted {
+            job_id: self.spec.job_id.clone(),
+            name: job_name.clone(),
+            matrix: self.spec.matrix.clone(),
+            session_id: self.session.session_id.clone(),
+            vm_id: self.session.vm_id.clone(),
+        });
+        let result = self.run_inner().await;
+        let mut outputs = serde_json::Map::new();
+        if result.is_ok() {
+            let frame = Frame::default();
+            // Job outputs see the job's steps context; the frame of the job is gone, so they
+            // were stashed in `self.base` by `run_inner`.
+            let ctx = self.ctx(&frame, None);
+            for (name, expr) in self.job().outputs.clone() {
+                match exprs::string(
+                    &expr,
+                    &ctx,
+                    &format!("jobs.{}.outputs.{name}", self.spec.job_id),
+                ) {
+                    Ok(v) => {
+                        // GitHub drops outputs that contain a secret instead of masking them.
+                        if self.rt.masker.mask(&v) == v {
+                            outputs.insert(name, v.into());
+                        } else {
+                            self.system(
+                                "",
+                                &format!(
+                                    "##[warning]skip output '{name}' since it may contain secret"
+                                ),
+                            );
+                        }
+                    }
+                    Err(e) => self.system("", &format!("##[error]{e}")),
+                }
+            }
+        }
+        let job_result = match result {
+            Ok(()) if self.timed_out.load(Ordering::SeqCst) => JobResult::Failure,
+            Ok(()) if self.cancelled() => JobResult::Cancelled,
+            Ok(()) if self.job_failed => JobResult::Failure,
+            Ok(()) => JobResult::Success,
+            Err(e) => {
+                self.system("", &format!("##[error]{e}"));
+                if self.cancelled() && !self.timed_out.load(Ordering::SeqCst) {
+                    JobResult::Cancelled
+                } else {
+                    JobResult::Failure
+                }
+            }
+        };
+        self.rt.bus.emit(RunEvent::JobFinished {
+            job_id: self.spec.job_id.clone(),
+            name: job_name,
+            matrix: self.spec.matrix.clone(),
+            result: job_result,
+            session_id: self.session.session_id.clone(),
+            vm_id: self.session.vm_id.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            outputs: outputs.clone(),
+        });
+        LegResult {
+            result: job_result,
+            outputs,
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<(), String> {
+        // Job directories: one command in the run's VM, no allocation.
+        let mkdir = ExecRequest {
+            program: Program::Argv(
+                [
+                    "mkdir",
+                    "-p",
+                    &self.dirs.workspace,
+                    &self.dirs.temp,
+                    &self.dirs.files,
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+            env: self.rt.base_env.clone(),
+            cwd: None,
+            stdin: None,
+            timeout: Some(Duration::from_secs(60)),
+        };
+        match self.session.agent.exec_collect(mkdir).await {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => {
+                return Err(format!(
+                    "creating the job directories failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            Err(e) => return Err(format!("creating the job directories failed: {e}")),
+        }
+
+        // Job env (workflow < job), evaluated with the job's contexts.
+        let frame0 = Frame::default();
+        let wf_env = self.spec.workflow.env.clone();
+        for (k, v) in &wf_env {
+            let ctx = self.ctx(&frame0, None);
+            let s = exprs::value_string(v, &ctx, &format!("env.{k}"))?;
+            self.env.insert(k.clone(), s);
+        }
+        let job_env = self.job().env.clone();
+        for (k, v) in &job_env {
+            let ctx = self.ctx(&frame0, None);
+            let s = exprs::value_string(v, &ctx, &format!("jobs.{}.env.{k}", self.spec.job_id))?;
+            self.env.insert(k.clone(), s);
+        }
+
+        // Job timeout: cancel the leg's token and remember why.
+        let ctx = self.ctx(&frame0, None);
+        let minutes =
+            exprs::number_expr(self.job().timeout_minutes.as_ref(), &ctx, "timeout-minutes")?
+                .unwrap_or(DEFAULT_JOB_TIMEOUT_MINUTES);
+        let timeout = Duration::try_from_secs_f64(minutes.max(0.0) * 60.0).unwrap_or(Duration::MAX);
+        let timer = {
+            let token = self.cancel.clone();
+            let flag = self.timed_out.clone();
+            let bus = self.rt.bus.clone();
+            let (job_id, matrix) = (self.spec.job_id.clone(), self.spec.matrix.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = tokio::time::sleep(timeout) => {
+                        flag.store(true, Ordering::SeqCst);
+                        bus.emit(RunEvent::Log {
+                            job_id, matrix, step_id: String::new(), stream: LogStream::System,
+                            line: format!("##[error]The job has exceeded the maximum execution time of {minutes}m"),
+                        });
+                        token.cancel();
+                    }
+                    _ = token.cancelled() => {}
+                }
+            })
+        };
+
+        let steps = self.job().steps.clone();
+        let mut frame = Frame::default();
+        let res = self.run_steps(&mut frame, &steps).await;
+        if frame.status == Status::Failure {
+            self.job_failed = true;
+        }
+        // Post steps run in reverse order, after everything else (also after failure).
+        let posts = std::mem::take(&mut self.posts);
+        for post in posts.into_iter().rev() {
+            self.run_post(&mut frame, post).await;
+        }
+        if frame.status == Status::Failure {
+            self.job_failed = true;
+        }
+        timer.abort();
+        // Outputs are evaluated against the job's steps context.
+        self.base.set("steps", Value::object(frame.steps.clone()));
+        res
+    }
+
+    fn run_steps<'a>(
+        &'a mut self,
+        frame: &'a mut Frame,
+        steps: &'a [Step],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            for step in steps {
+                self.run_step(frame, step).await;
+            }
+            Ok(())
+        })
+    }
+
+    fn step_display_name(&self, step: &Step, ctx: &EvalContext<'_>) -> String {
+        if let Some(n) = &step.name {
+            return exprs::string(n, ctx, "name").unwrap_or_else(|_| n.clone());
+        }
+        if let Some(r) = &step.run {
+            let first = r.lines().next().unwrap_or_default();
+            return format!("Run {first}");
+        }
+        step.uses
+            .clone()
+            .map(|u| format!("Run {u}"))
+            .unwrap_or_else(|| format!("step {}", step.index))
+    }
+
+    async fn run_step(&mut self, frame: &mut Frame, step: &Step) {
+        let step_id = format!(
+            "{}{}",
+            frame.id_prefix,
+            step.id.clone().unwrap_or_else(|| step.index.to_string())
+        );
+        let ctx0 = self.ctx(frame, None);
+        // Step env (evaluated first: `if:` may read it).
+        let mut step_env = IndexMap::new();
+        let mut setup_error = None;
+        for (k, v) in &step.env {
+            let ctx = self.ctx(frame, Some(&step_env));
+            match exprs::value_string(v, &ctx, &format!("env.{k}")) {
+                Ok(s) => {
+                    step_env.insert(k.clone(), s);
+                }
+                Err(e) => setup_error = Some(e),
+            }
+        }
+        let name = self.rt.masker.mask(&self.step_display_name(step, &ctx0));
+        let ctx = self.ctx(frame, Some(&step_env));
+        let run_it = match exprs::condition(
+            step.condition.as_deref(),
+            &ctx,
+            &format!("step {step_id} if"),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                setup_error = Some(e);
+                true
+            }
+        };
+        let continue_on_error =
+            exprs::bool_expr(step.continue_on_error.as_ref(), &ctx, "continue-on-error")
+                .unwrap_or_else(|e| {
+                    setup_error.get_or_insert(e);
+                    false
+                });
+        if !run_it && setup_error.is_none() {
+            self.finish_step(
+                frame,
+                step,
+                &step_id,
+                &name,
+                Stage::Main,
+                StepResult::Skipped,
+                StepResult::Skipped,
+                vec![],
+                Instant::now(),
+            );
+            return;
+        }
+        let started = Instant::now();
+        self.rt.bus.emit(RunEvent::StepStarted {
+            job_id: self.spec.job_id.clone(),
+            matrix: self.spec.matrix.clone(),
+            step_id: step_id.clone(),
+            name: name.clone(),
+            stage: Stage::Main,
+            vm_id: self.session.vm_id.clone(),
+        });
+        let run = match setup_error {
+            Some(e) => {
+                self.system(&step_id, &format!("##[error]{e}"));
+                StepRun {
+                    ok: false,
+                    outputs: vec![],
+                }
+            }
+            None => {
+                let timeout = match exprs::number_expr(
+                    step.timeout_minutes.as_ref(),
+                    &ctx,
+                    "timeout-minutes",
+                ) {
+                    Ok(t) => t.and_then(|m| Duration::try_from_secs_f64(m.max(0.0) * 60.0).ok()),
+                    Err(e) => {
+                        self.system(&step_id, &format!("##[error]{e}"));
+                        None
+                    }
+                };
+                self.step_main(frame, step, &step_id, &step_env, timeout)
+                    .await
+            }
+        };
+        let outcome = if self.cancelled() && !run.ok && !self.timed_out.load(Ordering::SeqCst) {
+            StepResult::Cancelled
+        } else if run.ok {
+            StepResult::Success
+        } else {
+            StepResult::Failure
+        };
+        let conclusion = if outcome == StepResult::Failure && continue_on_error {
+            StepResult::Success
+        } else {
+            outcome
+        };
+        self.finish_step(
+            frame,
+            step,
+            &step_id,
+            &name,
+            Stage::Main,
+            outcome,
+            conclusion,
+            run.outputs,
+            started,
+        );
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_step(
+        &mut self,
+        frame: &mut Frame,
+        step: &Step,
+        step_id: &str,
+        name: &str,
+        stage: Stage,
+        outcome: StepResult,
+        conclusion: StepResult,
+        outputs: Vec<(String, String)>,
+        started: Instant,
+    ) {
+        if conclusion == StepResult::Failure {
+            frame.status = Status::Failure;
+        }
+        if let Some(id) = &step.id {
+            let mut out = ExprMap::new();
+            for (k, v) in outputs {
+                out.insert(k, Value::String(v));
+            }
+            frame.steps.insert(
+                id.clone(),
+                Value::object_from([
+                    ("outputs", Value::object(out)),
+                    ("outcome", Value::from(outcome.as_str())),
+                    ("conclusion", Value::from(conclusion.as_str())),
+                ]),
+            );
+        }
+        self.rt.bus.emit(RunEvent::StepFinished {
+            job_id: self.spec.job_id.clone(),
+            matrix: self.spec.matrix.clone(),
+            step_id: step_id.to_string(),
+            name: name.to_string(),
+            stage,
+            outcome,
+            conclusion,
+            vm_id: self.session.vm_id.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
+    /// The token a command of a step runs under: a step that starts after the leg was
+    /// cancelled (an `always()` step) is stopped only by a second Ctrl-C.
+    fn step_token(&self) -> CancellationToken {
+        if self.cancel.is_cancelled() {
+            self.rt.kill.child_token()
+        } else {
+            self.cancel.child_token()
+        }
+    }
+
+    /// The full process environment of a command.
+    fn process_env(
+        &mut self,
+        frame: &Frame,
+        step_env: &IndexMap<String, String>,
+    ) -> (BTreeMap<String, String>, FilePaths) {
+        self.seq += 1;
+        let files = FilePaths::new(&self.dirs.files, self.seq);
+        let mut env = self.rt.base_env.clone();
+        for (k, v) in crate::runtime::contexts::github_env(&self.github) {
+            env.insert(k, v);
+        }
+        env.insert("RUNNER_OS".into(), "Linux".into());
+        env.insert("RUNNER_ARCH".into(), "X64".into());
+        env.insert(
+            "RUNNER_NAME".into(),
+            format!("ignis-{}", self.session.vm_id),
+        );
+        env.insert("RUNNER_TEMP".into(), self.dirs.temp.clone());
+        env.insert("RUNNER_TOOL_CACHE".into(), self.session.tool_cache.clone());
+        env.insert(
+            "RUNNER_WORKSPACE".into(),
+            self.dirs
+                .workspace
+                .rsplit_once('/')
+                .map(|x| x.0.to_string())
+                .unwrap_or_default(),
+        );
+        env.insert("GITHUB_ENV".into(), files.env.clone());
+        env.insert("GITHUB_OUTPUT".into(), files.output.clone());
+        env.insert("GITHUB_STATE".into(), files.state.clone());
+        env.insert("GITHUB_PATH".into(), files.path.clone());
+        env.insert("GITHUB_STEP_SUMMARY".into(), files.summary.clone());
+        env.insert("GITHUB_ACTION".into(), format!("__run_{}", self.seq));
+        if let Some(p) = &frame.action_path {
+            env.insert("GITHUB_ACTION_PATH".into(), p.clone());
+        }
+        for (k, v) in self
+            .env
+            .iter()
+            .chain(frame.env.iter())
+            .chain(step_env.iter())
+        {
+            env.insert(k.clone(), v.clone());
+        }
+        let base_path = env.get("PATH").cloned().unwrap_or_default();
+        env.insert("PATH".into(), self.path.apply(&base_path));
+        (env, files)
+    }
+
+    /// Run one command with file commands; returns success and the effects applied.
+    async fn command(
+        &mut self,
+        step_id: &str,
+        program: Program,
+        env: BTreeMap<String, String>,
+        files: FilePaths,
+        cwd: String,
+        timeout: Option<Duration>,
+    ) -> (bool, Vec<(String, String)>, Vec<(String, String)>) {
+        let allow_unsecure = env
+            .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
+            .is_some_and(|v| v == "true");
+        let req = ExecRequest {
+            program,
+            env,
+            cwd: Some(cwd),
+            stdin: None,
+            timeout,
+        };
+        let token = self.step_token();
+        let target = self.target(step_id);
+        let (ended, effects) =
+            process::run(&self.session.agent, req, &target, allow_unsecure, &token).await;
+        match &ended {
+            Ended::Exited(0) => {}
+            Ended::Exited(c) => self.system(
+                step_id,
+                &format!("##[error]Process completed with exit code {c}."),
+            ),
+            Ended::Signalled(s) => self.system(
+                step_id,
+                &format!("##[error]Process was killed by signal {s}."),
+            ),
+            Ended::TimedOut => self.system(step_id, "##[error]The action has timed out."),
+            Ended::Cancelled => self.system(step_id, "##[error]The operation was canceled."),
+            Ended::Failed(why) => self.system(step_id, &format!("##[error]{why}")),
+        }
+        let CommandEffects {
+            mut outputs,
+            mut state,
+            env: set_env,
+            path,
+        } = effects;
+        for (k, v) in set_env {
+            self.env.insert(k, v);
+        }
+        for p in path {
+            self.path.add(p);
+        }
+        let mut ok = ended.success();
+        match self.read_file_commands(step_id, &files).await {
+            Ok(fc) => {
+                for (k, v) in fc.env {
+                    self.env.insert(k, v);
+                }
+                for p in fc.path {
+                    self.path.add(p);
+                }
+                outputs.extend(fc.outputs);
+                state.extend(fc.state);
+            }
+            Err(e) => {
+                self.system(step_id, &format!("##[error]{e}"));
+                ok = false;
+            }
+        }
+        (ok, outputs, state)
+    }
+
+    async fn read_file_commands(
+        &self,
+        step_id: &str,
+        files: &FilePaths,
+    ) -> Result<FileCommandsRead, String> {
+        let agent = &self.session.agent;
+        let (env, output, state, path, summary) = tokio::join!(
+            agent.read_file(&files.env),
+            agent.read_file(&files.output),
+            agent.read_file(&files.state),
+            agent.read_file(&files.path),
+            agent.read_file(&files.summary),
+        );
+        // A file the step never wrote does not exist: that is "no commands".
+        let data = |r: Result<Vec<u8>, ignis_agent::AgentError>| r.unwrap_or_default();
+        let mut out = FileCommandsRead {
+            env: file_commands::parse_key_values("GITHUB_ENV", &data(env))
+                .map_err(|e| e.to_string())?,
+            outputs: file_commands::parse_key_values("GITHUB_OUTPUT", &data(output))
+                .map_err(|e| e.to_string())?,
+            state: file_commands::parse_key_values("GITHUB_STATE", &data(state))
+                .map_err(|e| e.to_string())?,
+            path: file_commands::parse_path_file(&data(path)).map_err(|e| e.to_string())?,
+        };
+        match file_commands::take_summary(&data(summary)) {
+            Ok(Some(md)) => self.rt.bus.emit(RunEvent::StepSummary {
+                job_id: self.spec.job_id.clone(),
+                matrix: self.spec.matrix.clone(),
+                step_id: step_id.to_string(),
+                markdown: self.rt.masker.mask(&md),
+            }),
+            Ok(None) => {}
+            Err(e) => self.system(step_id, &format!("##[warning]{e}")),
+        }
+        // GitHub refuses to let a step override a few variables through GITHUB_ENV.
+        out.env
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("NODE_OPTIONS"));
+        Ok(out)
+    }
+
+    fn resolve_dir(&self, wd: Option<&str>) -> String {
+        match wd {
+            None | Some("") => self.dirs.workspace.clone(),
+            Some(d) if d.starts_with('/') => d.to_string(),
+            Some(d) => format!("{}/{}", self.dirs.workspace, d.trim_start_matches("./")),
+        }
+    }
+
+    async fn step_main(
+        &mut self,
+        frame: &mut Frame,
+        step: &Step,
+        step_id: &str,
+        step_env: &IndexMap<String, String>,
+        timeout: Option<Duration>,
+    ) -> StepRun {
+        let ctx = self.ctx(frame, Some(step_env));
+        if let Some(script) = &step.run {
+            let body = match exprs::string(script, &ctx, "run") {
+                Ok(b) => b,
+                Err(e) => {
+                    self.system(step_id, &format!("##[error]{e}"));
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                }
+            };
+            // In a composite action, `shell:` is required and job defaults do not apply.
+            let in_composite = frame.action_path.is_some();
+            let shell_name = step.shell.clone().or_else(|| {
+                if in_composite {
+                    None
+                } else {
+                    self.defaults_shell.clone()
+                }
+            });
+            // `defaults.run.shell` may be an expression (`${{ env.MY_SHELL }}`).
+            let shell_name = match shell_name
+                .map(|s| exprs::string(&s, &ctx, "shell"))
+                .transpose()
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    self.system(step_id, &format!("##[error]{e}"));
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                }
+            };
+            let shell = match shell::resolve(shell_name.as_deref(), self.session.tools.bash) {
+                Ok(s) => s,
+                Err(e) => {
+                    self.system(step_id, &format!("##[error]{e}"));
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                }
+            };
+            let wd_src = step.working_directory.clone().or_else(|| {
+                if in_composite {
+                    None
+                } else {
+                    self.defaults_wd.clone()
+                }
+            });
+            let wd = match wd_src
+                .map(|w| exprs::string(&w, &ctx, "working-directory"))
+                .transpose()
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    self.system(step_id, &format!("##[error]{e}"));
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                }
+            };
+            let cwd = self.resolve_dir(wd.as_deref());
+            let (env, files) = self.process_env(frame, step_env);
+            let path = format!("{}/{}{}", self.dirs.temp, files.stem, shell.extension);
+            let program = Program::Script {
+                shell: shell.argv.clone(),
+                body,
+                path,
+            };
+            let (ok, outputs, _state) = self
+                .command(step_id, program, env, files, cwd, timeout)
+                .await;
+            return StepRun { ok, outputs };
+        }
+        let Some(uses) = step.uses.clone() else {
+            self.system(step_id, "##[error]step has neither run nor uses");
+            return StepRun {
+                ok: false,
+                outputs: vec![],
+            };
+        };
+        let action = match ActionRef::parse(&uses) {
+            Ok(a) => a,
+            Err(e) => {
+                self.system(step_id, &format!("##[error]{e}"));
+                return StepRun {
+                    ok: false,
+                    outputs: vec![],
+                };
+            }
+        };
+        // `with:` values, evaluated in the caller's scope.
+        let mut with = IndexMap::new();
+        for (k, v) in &step.with {
+            match exprs::value_string(v, &ctx, &format!("with.{k}")) {
+                Ok(s) => {
+                    with.insert(k.clone(), s);
+                }
+                Err(e) => {
+                    self.system(step_id, &format!("##[error]{e}"));
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                }
+            }
+        }
+        if action.is_checkout() {
+            let ok = self.checkout(step_id, &with).await;
+            return StepRun {
+                ok,
+                outputs: vec![],
+            };
+        }
+        let action_dir = match &action {
+            ActionRef::Docker(img) => {
+                self.system(
+                    step_id,
+                    &format!("##[error]docker action docker://{img} is not supported: no ignis backend runs containers yet"),
+                );
+                return StepRun {
+                    ok: false,
+                    outputs: vec![],
+                };
+            }
+            ActionRef::Local(p) => self
+                .resolve_dir(Some(p.as_str()))
+                .trim_end_matches('/')
+                .trim_end_matches("/.")
+                .to_string(),
+            ActionRef::Remote { .. } => match self.fetch_remote(&action).await {
+                Ok(d) => d,
+                Err(e) => {
+                    self.system(step_id, &format!("##[error]{e}"));
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                }
+            },
+        };
+        let meta = match self.load_action(&action_dir, &uses).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.system(step_id, &format!("##[error]{e}"));
+                return StepRun {
+                    ok: false,
+                    outputs: vec![],
+                };
+            }
+        };
+        self.run_action(
+            frame,
+            step_id,
+            &uses,
+            &action_dir,
+            meta,
+            with,
+            step_env,
+            timeout,
+        )
+        .await
+    }
+
+    async fn load_action(&self, dir: &str, uses: &str) -> Result<Action, String> {
+        let mut last = String::new();
+        for file in ["action.yml", "action.yaml"] {
+            let path = format!("{dir}/{file}");
+            match self.session.agent.read_file(&path).await {
+                Ok(bytes) => {
+                    let text =
+                        String::from_utf8(bytes).map_err(|_| format!("{path}: not utf-8"))?;
+                    return ignis_workflow::parse_action(&path, &text).map_err(|d| {
+                        let msgs: Vec<String> = d.iter().map(|x| x.to_string()).collect();
+                        format!("invalid action {uses}: {}", msgs.join("; "))
+                    });
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(format!(
+            "can't find 'action.yml' or 'action.yaml' for action '{uses}' under {dir} ({last}); did you forget to run actions/checkout before running your local action?"
+        ))
+    }
+
+    async fn fetch_remote(&self, action: &ActionRef) -> Result<String, String> {
+        let ActionRef::Remote {
+            owner,
+            repo,
+            path,
+            git_ref,
+        } = action
+        else {
+            return Err("not a remote action".into());
+        };
+        let cache = self.rt.action_cache.clone();
+        let a = action.clone();
+        let host_dir = tokio::task::spawn_blocking(move || actions::fetch_remote(&a, &cache))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let vm_dir = format!("{}/_actions/{owner}/{repo}/{git_ref}", self.session.root);
+        let first = self
+            .session
+            .fetched
+            .lock()
+            .map(|mut s| s.insert(vm_dir.clone()))
+            .unwrap_or(true);
+        if first {
+            let tar = tokio::task::spawn_blocking(move || actions::pack_dir(&host_dir))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            self.session
+                .agent
+                .put_tar(&vm_dir, tar)
+                .await
+                .map_err(|e| format!("copying the action into the vm: {e}"))?;
+        }
+        Ok(if path.is_empty() {
+            vm_dir
+        } else {
+            format!("{vm_dir}/{path}")
+        })
+    }
+
+    async fn checkout(&mut self, step_id: &str, with: &IndexMap<String, String>) -> bool {
+        if let Some(repo) = with.get("repository").filter(|r| !r.is_empty()) {
+            let own = self
+                .github
+                .get("repository")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            if repo != own {
+                self.system(step_id, &format!("##[error]actions/checkout of another repository ({repo}) is not supported: ignis checks out the local repository only"));
+                return false;
+            }
+        }
+        let dest = match with.get("path").filter(|p| !p.is_empty()) {
+            Some(p) => self.resolve_dir(Some(p)),
+            None => self.dirs.workspace.clone(),
+        };
+        let src = self.rt.repo_dir.clone();
+        let tar = match tokio::task::spawn_blocking(move || actions::pack_dir(&src)).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                self.system(step_id, &format!("##[error]{e}"));
+                return false;
+            }
+            Err(e) => {
+                self.system(step_id, &format!("##[error]{e}"));
+                return false;
+            }
+        };
+        match self.session.agent.put_tar(&dest, tar).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.system(
+                    step_id,
+                    &format!("##[error]copying the repository into the workspace: {e}"),
+                );
+                false
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_action(
+        &mut self,
+        frame: &mut Frame,
+        step_id: &str,
+        uses: &str,
+        action_dir: &str,
+        meta: Action,
+        with: IndexMap<String, String>,
+        step_env: &IndexMap<String, String>,
+        timeout: Option<Duration>,
+    ) -> StepRun {
+        // Inputs: `with:` values, else the action's defaults (evaluated in the caller's scope).
+        let ctx = self.ctx(frame, Some(step_env));
+        let mut inputs = IndexMap::new();
+        for (name, input) in &meta.inputs {
+            let v = match with.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+                Some((_, v)) => v.clone(),
+                None => match &input.default {
+                    Some(d) => exprs::string(d, &ctx, &format!("inputs.{name}.default"))
+                        .unwrap_or_default(),
+                    None => String::new(),
+                },
+            };
+            inputs.insert(name.clone(), v);
+        }
+        for (k, v) in &with {
+            if !inputs.keys().any(|n| n.eq_ignore_ascii_case(k)) {
+                inputs.insert(k.clone(), v.clone());
+            }
+        }
+        match meta.runs {
+            Runs::Docker { .. } => {
+                self.system(step_id, &format!("##[error]docker action {uses} is not supported: no ignis backend runs containers yet"));
+                StepRun {
+                    ok: false,
+                    outputs: vec![],
+                }
+            }
+            Runs::Composite { steps } => {
+                let mut in_ctx = ExprMap::new();
+                for (k, v) in &inputs {
+                    in_ctx.insert(k.clone(), Value::String(v.clone()));
+                }
+                let mut inner = Frame {
+                    steps: ExprMap::new(),
+                    inputs: Some(Value::object(in_ctx)),
+                    env: frame
+                        .env
+                        .iter()
+                        .chain(step_env.iter())
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    id_prefix: format!("{step_id}/"),
+                    status: Status::Success,
+                    action_path: Some(action_dir.to_string()),
+                };
+                let _ = self.run_steps(&mut inner, &steps).await;
+                let ok = inner.status != Status::Failure;
+                let ctx = self.ctx(&inner, None);
+                let mut outputs = Vec::new();
+                for (name, out) in &meta.outputs {
+                    if let Some(v) = &out.value {
+                        match exprs::string(v, &ctx, &format!("outputs.{name}")) {
+                            Ok(s) => outputs.push((name.clone(), s)),
+                            Err(e) => self.system(step_id, &format!("##[warning]{e}")),
+                        }
+                    }
+                }
+                StepRun { ok, outputs }
+            }
+            Runs::Node {
+                using,
+                main,
+                pre,
+                pre_if,
+                post,
+                post_if,
+            } => {
+                let Some(node) = self.session.tools.node.clone() else {
+                    self.system(
+                        step_id,
+                        &format!(
+                            "##[error]action {uses} uses {using} but no node was found in the vm"
+                        ),
+                    );
+                    return StepRun {
+                        ok: false,
+                        outputs: vec![],
+                    };
+                };
+                let mut input_env = BTreeMap::new();
+                for (k, v) in &inputs {
+                    input_env.insert(input_env_name(k), v.clone());
+                }
+                let node_frame = Frame {
+                    action_path: Some(action_dir.to_string()),
+                    env: frame.env.clone(),
+                    ..Frame::default()
+                };
+                let mut state = Vec::new();
+                if let Some(pre) = pre {
+                    let cond = pre_if.clone().unwrap_or_else(|| "always()".into());
+                    let pctx = self.ctx(frame, Some(step_env));
+                    if exprs::condition(Some(&cond), &pctx, "pre-if").unwrap_or(false) {
+                        let (mut env, files) = self.process_env(&node_frame, step_env);
+                        env.extend(input_env.clone());
+                        let program =
+                            Program::Argv(vec![node.clone(), format!("{action_dir}/{pre}")]);
+                        let cwd = self.dirs.workspace.clone();
+                        let (ok, _o, st) = self
+                            .command(step_id, program, env, files, cwd, timeout)
+                            .await;
+                        state.extend(st);
+                        if !ok {
+                            return StepRun {
+                                ok: false,
+                                outputs: vec![],
+                            };
+                        }
+                    }
+                }
+                let (mut env, files) = self.process_env(&node_frame, step_env);
+                env.extend(input_env.clone());
+                for (k, v) in &state {
+                    env.insert(format!("STATE_{k}"), v.clone());
+                }
+                let program = Program::Argv(vec![node.clone(), format!("{action_dir}/{main}")]);
+                let cwd = self.dirs.workspace.clone();
+                let (ok, outputs, st) = self
+                    .command(step_id, program, env, files, cwd, timeout)
+                    .await;
+                state.extend(st);
+                if let Some(post) = post {
+                    let mut penv: BTreeMap<String, String> = step_env
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    penv.extend(input_env);
+                    self.posts.push(PostStep {
+                        step_id: step_id.to_string(),
+                        name: format!("Post {uses}"),
+                        action_dir: action_dir.to_string(),
+                        script: post,
+                        condition: post_if.unwrap_or_else(|| "always()".into()),
+                        env: penv,
+                        state,
+                    });
+                }
+                StepRun { ok, outputs }
+            }
+        }
+    }
+
+    async fn run_post(&mut self, frame: &mut Frame, post: PostStep) {
+        let ctx = self.ctx(frame, None);
+        let name = post.name.clone();
+        let fake_step = Step {
+            index: 0,
+            location: Default::default(),
+            id: None,
+            condition: None,
+            name: None,
+            uses: None,
+            run: None,
+            shell: None,
+            with: IndexMap::new(),
+            env: IndexMap::new(),
+            continue_on_error: None,
+            timeout_minutes: None,
+            working_directory: None,
+        };
+        let run_it = exprs::condition(Some(&post.condition), &ctx, "post-if").unwrap_or(false);
+        if !run_it {
+            self.finish_step(
+                frame,
+                &fake_step,
+                &post.step_id,
+                &name,
+                Stage::Post,
+                StepResult::Skipped,
+                StepResult::Skipped,
+                vec![],
+                Instant::now(),
+            );
+            return;
+        }
+        let started = Instant::now();
+        self.rt.bus.emit(RunEvent::StepStarted {
+            job_id: self.spec.job_id.clone(),
+            matrix: self.spec.matrix.clone(),
+            step_id: post.step_id.clone(),
+            name: name.clone(),
+            stage: Stage::Post,
+            vm_id: self.session.vm_id.clone(),
+        });
+        let ok = match self.session.tools.node.clone() {
+            None => false,
+            Some(node) => {
+                let node_frame = Frame {
+                    action_path: Some(post.action_dir.clone()),
+                    ..Frame::default()
+                };
+                let (mut env, files) = self.process_env(&node_frame, &IndexMap::new());
+                env.extend(post.env.clone());
+                for (k, v) in &post.state {
+                    env.insert(format!("STATE_{k}"), v.clone());
+                }
+                let program =
+                    Program::Argv(vec![node, format!("{}/{}", post.action_dir, post.script)]);
+                let cwd = self.dirs.workspace.clone();
+                self.command(&post.step_id, program, env, files, cwd, None)
+                    .await
+                    .0
+            }
+        };
+        let r = if ok {
+            StepResult::Success
+        } else {
+            StepResult::Failure
+        };
+        self.finish_step(
+            frame,
+            &fake_step,
+            &post.step_id,
+            &name,
+            Stage::Post,
+            r,
+            r,
+            vec![],
+            started,
+        );
+    }
+}
+
+/// Paths of the file command files of one command.
+#[derive(Debug, Clone)]
+pub(crate) struct FilePaths {
+    stem: String,
+    env: String,
+    output: String,
+    state: String,
+    path: String,
+    summary: String,
+}
+
+impl FilePaths {
+    fn new(dir: &str, seq: u32) -> Self {
+        let stem = format!("step-{seq}");
+        FilePaths {
+            env: format!("{dir}/{stem}.env"),
+            output: format!("{dir}/{stem}.output"),
+            state: format!("{dir}/{stem}.state"),
+            path: format!("{dir}/{stem}.path"),
+            summary: format!("{dir}/{stem}.summary.md"),
+            stem,
+        }
+    }
+}
+
+struct FileCommandsRead {
+    env: Vec<(String, String)>,
+    outputs: Vec<(String, String)>,
+    state: Vec<(String, String)>,
+    path: Vec<String>,
+}

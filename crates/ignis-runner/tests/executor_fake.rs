@@ -1,0 +1,304 @@
+//! Executor logic on the fake backend (the agent runs as a host child process): one VM per
+//! run, DAG without stages, fail-fast, job timeout, cancellation, masking, isolation.
+
+// An integration test crate is a test module already.
+#![allow(clippy::tests_outside_test_module)]
+
+use ignis_runner::events::{EventBus, JobResult, Recorder, RunEvent, Stamped};
+use ignis_runner::executor::{
+    CancelSignals, ExecutorConfig, Isolation, ProviderSessions, RunRequest, WorkflowExecutor,
+};
+use ignis_runner::runtime::contexts::RunInfo;
+use ignis_runner::runtime::mask::Masker;
+use ignis_vm::fake::{FakeConfig, FakeProvider};
+use ignis_vm::profile::ProfileConfig;
+use ignis_vm::{Backend, VmProvider};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Harness {
+    fake: Arc<FakeProvider>,
+    repo: tempfile::TempDir,
+}
+
+fn harness() -> Option<Harness> {
+    match FakeConfig::discover() {
+        Ok(c) => Some(Harness {
+            fake: Arc::new(FakeProvider::new(c)),
+            repo: tempfile::tempdir().expect("tempdir"),
+        }),
+        Err(e) => {
+            eprintln!("skipped: no ignis-agent binary for the fake backend: {e}");
+            None
+        }
+    }
+}
+
+struct Outcome {
+    result: JobResult,
+    events: Vec<Stamped>,
+}
+
+impl Outcome {
+    fn job(&self, id: &str) -> Vec<JobResult> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.event {
+                RunEvent::JobFinished { job_id, result, .. } if job_id == id => Some(*result),
+                _ => None,
+            })
+            .collect()
+    }
+    fn lines(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match &e.event {
+                RunEvent::Log { line, .. } => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+    fn t_of(&self, pred: impl Fn(&RunEvent) -> bool) -> u64 {
+        self.events
+            .iter()
+            .find(|e| pred(&e.event))
+            .map(|e| e.t_ms)
+            .expect("event present")
+    }
+}
+
+impl Harness {
+    async fn run_with(
+        &self,
+        yaml: &str,
+        isolation: Isolation,
+        secrets: &[(&str, &str)],
+        signals: CancelSignals,
+    ) -> Outcome {
+        let wf = ignis_workflow::parse("w.yml", yaml).expect("valid workflow");
+        let provider: Arc<dyn VmProvider> = self.fake.clone();
+        let sessions = Arc::new(ProviderSessions::new(
+            provider,
+            ProfileConfig::default(),
+            Some(Backend::Fake),
+            8,
+        ));
+        let mut config = ExecutorConfig::new(self.repo.path().to_path_buf());
+        config.isolation = isolation;
+        config.vm_root = self.repo.path().join("vm").display().to_string();
+        let ex = WorkflowExecutor::new(sessions, config);
+        let bus = EventBus::new();
+        let rec = Recorder::new();
+        bus.subscribe(rec.clone());
+        let req = RunRequest {
+            workflow: Arc::new(wf),
+            workflow_path: "w.yml".into(),
+            info: RunInfo {
+                event_name: "push".into(),
+                event: serde_json::json!({}),
+                run_id: "1".into(),
+                run_number: 1,
+                actor: None,
+                repository: None,
+                workflow: "w".into(),
+                workflow_path: "w.yml".into(),
+            },
+            only_job: None,
+            secrets: secrets
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            vars: BTreeMap::new(),
+            inputs: serde_json::Map::new(),
+            matrix_filter: vec![],
+        };
+        let res = ex.execute(req, bus, Masker::new(), signals).await;
+        Outcome {
+            result: res.result,
+            events: rec.events(),
+        }
+    }
+
+    async fn run(&self, yaml: &str) -> Outcome {
+        self.run_with(yaml, Isolation::Workflow, &[], CancelSignals::default())
+            .await
+    }
+}
+
+#[tokio::test]
+async fn one_vm_for_all_steps_and_jobs() {
+    let Some(h) = harness() else { return };
+    let steps: String = (0..10)
+        .map(|i| format!("      - run: echo step-{i}\n"))
+        .collect();
+    let yaml = format!(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n{steps}  b:\n    runs-on: ubuntu-latest\n    needs: a\n    steps:\n{steps}"
+    );
+    let out = h.run(&yaml).await;
+    assert_eq!(out.result, JobResult::Success);
+    let stats = h.fake.stats();
+    assert_eq!(stats.allocations, 1, "one VM for the whole run");
+    assert_eq!(stats.releases, 1);
+    assert_eq!(stats.live, 0);
+    let vms: std::collections::BTreeSet<String> = out
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            RunEvent::StepStarted { vm_id, .. } => Some(vm_id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(vms.len(), 1, "every step ran in the same VM");
+    assert_eq!(
+        out.lines()
+            .iter()
+            .filter(|l| l.starts_with("step-"))
+            .count(),
+        20
+    );
+    // Setup before the first job, cleanup after the last, release last.
+    let setup = out.t_of(|e| {
+        matches!(
+            e,
+            RunEvent::CommandFinished {
+                phase: ignis_runner::events::Phase::Setup,
+                ..
+            }
+        )
+    });
+    let job = out.t_of(|e| matches!(e, RunEvent::JobStarted { .. }));
+    assert!(setup <= job);
+    let pos = |pred: &dyn Fn(&RunEvent) -> bool| {
+        out.events
+            .iter()
+            .position(|e| pred(&e.event))
+            .expect("present")
+    };
+    assert!(
+        pos(&|e| matches!(
+            e,
+            RunEvent::CommandFinished {
+                phase: ignis_runner::events::Phase::Cleanup,
+                ..
+            }
+        )) < pos(&|e| matches!(e, RunEvent::SessionReleased { .. }))
+    );
+}
+
+#[tokio::test]
+async fn isolation_job_gives_each_leg_its_own_vm() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        n: [1, 2, 3]\n    steps:\n      - run: echo ${{ matrix.n }}\n";
+    let out = h
+        .run_with(yaml, Isolation::Job, &[], CancelSignals::default())
+        .await;
+    assert_eq!(out.result, JobResult::Success);
+    assert_eq!(h.fake.stats().allocations, 3);
+    assert_eq!(h.fake.stats().live, 0);
+}
+
+#[tokio::test]
+async fn dag_without_stages() {
+    // c needs only a; b (slow) must not delay c: a true DAG, not act's stages.
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo a\n  b:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 2\n  c:\n    runs-on: ubuntu-latest\n    needs: a\n    steps:\n      - run: echo c\n";
+    let out = h.run(yaml).await;
+    assert_eq!(out.result, JobResult::Success);
+    let c_done = out.t_of(|e| matches!(e, RunEvent::JobFinished { job_id, .. } if job_id == "c"));
+    let b_done = out.t_of(|e| matches!(e, RunEvent::JobFinished { job_id, .. } if job_id == "b"));
+    assert!(
+        c_done < b_done,
+        "c finished before the independent slow job b"
+    );
+}
+
+#[tokio::test]
+async fn fail_fast_cancels_other_legs() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  m:\n    runs-on: ubuntu-latest\n    strategy:\n      max-parallel: 2\n      matrix:\n        n: [1, 2, 3, 4]\n    steps:\n      - run: if [ ${{ matrix.n }} = 1 ]; then exit 1; else sleep 30; fi\n";
+    let out = h.run(yaml).await;
+    assert_eq!(out.result, JobResult::Failure);
+    let results = out.job("m");
+    assert_eq!(results.len(), 4);
+    assert_eq!(
+        results.iter().filter(|r| **r == JobResult::Failure).count(),
+        1
+    );
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| **r == JobResult::Cancelled)
+            .count(),
+        3,
+        "{results:?}"
+    );
+    assert_eq!(h.fake.stats().live, 0);
+}
+
+#[tokio::test]
+async fn job_timeout_fails_the_job_and_always_steps_run() {
+    let Some(h) = harness() else { return };
+    // 0.02 minutes = 1.2 s: fractional timeouts are honoured.
+    let yaml = "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    timeout-minutes: 0.02\n    steps:\n      - run: sleep 30\n      - if: always()\n        run: echo after-timeout\n  s:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 30\n        timeout-minutes: 0.01\n        continue-on-error: true\n      - run: echo next\n";
+    let out = h.run(yaml).await;
+    assert_eq!(out.job("t"), vec![JobResult::Failure]);
+    assert_eq!(
+        out.job("s"),
+        vec![JobResult::Success],
+        "continue-on-error keeps the job green"
+    );
+    assert!(out.lines().iter().any(|l| l == "after-timeout"));
+    assert!(out.lines().iter().any(|l| l == "next"));
+}
+
+#[tokio::test]
+async fn cancellation_runs_always_steps_then_releases() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  c:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 30\n      - run: echo not-this\n      - if: cancelled()\n        run: echo cleanup-step\n";
+    let signals = CancelSignals::default();
+    let s2 = signals.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        s2.cancel.cancel();
+    });
+    let out = h.run_with(yaml, Isolation::Workflow, &[], signals).await;
+    assert_eq!(out.result, JobResult::Cancelled);
+    assert_eq!(out.job("c"), vec![JobResult::Cancelled]);
+    let lines = out.lines();
+    assert!(lines.iter().any(|l| l == "cleanup-step"));
+    assert!(!lines.iter().any(|l| l == "not-this"));
+    assert_eq!(h.fake.stats().live, 0);
+}
+
+#[tokio::test]
+async fn secrets_and_added_masks_never_reach_events() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  m:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          echo \"token=${{ secrets.TOKEN }}!\"\n          echo \"::add-mask::dyn-value\"\n          echo \"see dyn-value here\"\n          echo \"::warning::warn ${{ secrets.TOKEN }}\"\n          echo \"## ${{ secrets.TOKEN }}\" >> $GITHUB_STEP_SUMMARY\n          printf 'l1\\nl2\\n'\n";
+    let out = h
+        .run_with(
+            yaml,
+            Isolation::Workflow,
+            &[("TOKEN", "s3cr3t-v4lue")],
+            CancelSignals::default(),
+        )
+        .await;
+    assert_eq!(out.result, JobResult::Success);
+    let all = serde_json::to_string(&out.events).expect("json");
+    assert!(!all.contains("s3cr3t-v4lue"), "secret leaked: {all}");
+    assert!(!all.contains("see dyn-value"), "add-mask value leaked");
+    assert!(out.lines().iter().any(|l| l == "token=***!"));
+    assert!(out.lines().iter().any(|l| l == "see *** here"));
+}
+
+#[tokio::test]
+async fn outputs_needs_and_skipped_propagation() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    outputs:\n      x: ${{ steps.s.outputs.x }}\n    steps:\n      - id: s\n        run: |\n          echo x=hello >> $GITHUB_OUTPUT\n          echo 'm<<EOF' >> $GITHUB_OUTPUT\n          echo multi >> $GITHUB_OUTPUT\n          echo EOF >> $GITHUB_OUTPUT\n  b:\n    runs-on: ubuntu-latest\n    needs: a\n    steps:\n      - run: echo got-${{ needs.a.outputs.x }}-${{ needs.a.result }}\n      - run: exit 1\n  c:\n    runs-on: ubuntu-latest\n    needs: b\n    steps:\n      - run: echo never\n  d:\n    runs-on: ubuntu-latest\n    needs: c\n    if: always()\n    steps:\n      - run: echo d-${{ needs.c.result }}\n";
+    let out = h.run(yaml).await;
+    assert_eq!(out.result, JobResult::Failure);
+    assert!(out.lines().iter().any(|l| l == "got-hello-success"));
+    assert_eq!(out.job("b"), vec![JobResult::Failure]);
+    assert_eq!(out.job("c"), vec![JobResult::Skipped]);
+    assert!(out.lines().iter().any(|l| l == "d-skipped"));
+}
