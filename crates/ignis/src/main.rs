@@ -3,6 +3,7 @@
 //! 0 success, 1 run failed or was cancelled, 2 invalid workflow or usage.
 
 mod cmd;
+mod print;
 mod workflows;
 
 use clap::Parser;

@@ -26,7 +26,7 @@ pub enum Command {
     /// Print the job dependency graph.
     Graph(graph::Args),
     /// Run workflows, one isolated session per run.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Inspect and manage live sessions and backends.
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -37,7 +37,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::List(args) => list::run(args),
         Command::Graph(args) => graph::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::Vm(cmd) => vm::run(cmd),
     }
 }
