@@ -525,6 +525,7 @@ impl WorkflowExecutor {
                     })
                     .map(|(id, _)| id.clone())
                     .collect();
+                let progressed = !ready.is_empty();
                 for id in ready {
                     let job = &workflow.jobs[&id];
                     let mut needs = serde_json::Map::new();
@@ -628,6 +629,13 @@ impl WorkflowExecutor {
                             .await;
                         (jid, r, coe)
                     });
+                }
+                if running.is_empty() {
+                    // Skipped jobs may have made others ready without anything running.
+                    if progressed && nodes.values().any(|n| matches!(n, Node::Pending)) {
+                        continue;
+                    }
+                    break;
                 }
                 let Some(joined) = running.join_next().await else {
                     break;

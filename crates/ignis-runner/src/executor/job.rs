@@ -106,6 +106,8 @@ pub(crate) struct JobRunner {
     defaults_shell: Option<String>,
     defaults_wd: Option<String>,
     job_failed: bool,
+    /// The job's `steps` context after the last step (for job outputs).
+    job_steps: ExprMap,
 }
 
 fn to_value(v: &serde_json::Value) -> Value {
@@ -200,6 +202,7 @@ impl JobRunner {
             defaults_shell,
             defaults_wd,
             job_failed: false,
+            job_steps: ExprMap::new(),
         }
     }
 
@@ -284,9 +287,11 @@ impl JobRunner {
         let result = self.run_inner().await;
         let mut outputs = serde_json::Map::new();
         if result.is_ok() {
-            let frame = Frame::default();
-            // Job outputs see the job's steps context; the frame of the job is gone, so they
-            // were stashed in `self.base` by `run_inner`.
+            // Job outputs see the job's steps context, kept by `run_inner`.
+            let frame = Frame {
+                steps: std::mem::take(&mut self.job_steps),
+                ..Frame::default()
+            };
             let ctx = self.ctx(&frame, None);
             for (name, expr) in self.job().outputs.clone() {
                 match exprs::string(
@@ -429,7 +434,7 @@ impl JobRunner {
         }
         timer.abort();
         // Outputs are evaluated against the job's steps context.
-        self.base.set("steps", Value::object(frame.steps.clone()));
+        self.job_steps = frame.steps;
         res
     }
 
