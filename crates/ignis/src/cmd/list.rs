@@ -5,7 +5,7 @@
 //! row per static matrix leg with GitHub's display name. Invalid workflows exit 2 with
 //! located errors before anything is listed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -16,8 +16,9 @@ use ignis_workflow::plan::{JobMatrix, Plan, PlanOptions, plan};
 /// Arguments shared by `ignis list` and `ignis graph` (and `ignis run -l`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Workflow file or directory (`*.yml`/`*.yaml`, no recursion); repeatable.
-    #[arg(short = 'W', long = "workflows", default_value = ".github/workflows")]
+    /// Workflow file or directory (`*.yml`/`*.yaml`, no recursion; default
+    /// `.github/workflows`); repeatable.
+    #[arg(short = 'W', long = "workflows")]
     pub workflows: Vec<PathBuf>,
     /// Only workflows this event triggers (e.g. push, pull_request); all when omitted.
     pub event: Option<String>,
@@ -76,13 +77,6 @@ impl Planned {
 /// Loads, validates and plans every workflow. The inner `Err` is the exit code after the
 /// located errors have been printed on stderr (2: invalid workflow or usage).
 pub fn plan_all(args: &Args) -> anyhow::Result<Result<Vec<Planned>, ExitCode>> {
-    let files = match workflow_files(&args.workflows) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("ignis: {e:#}");
-            return Ok(Err(ExitCode::from(2)));
-        }
-    };
     let payload: serde_json::Value = match &args.eventpath {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -114,22 +108,13 @@ pub fn plan_all(args: &Args) -> anyhow::Result<Result<Vec<Planned>, ExitCode>> {
         }
     }
 
-    let mut workflows = Vec::new();
-    let mut invalid = false;
-    for path in files {
-        let source = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading workflow {}", path.display()))?;
-        match ignis_workflow::parse(&path.display().to_string(), &source) {
-            Ok(w) => workflows.push((path, w)),
-            Err(diags) => {
-                eprintln!("{diags}");
-                invalid = true;
-            }
+    let workflows = match crate::workflows::load_valid(&args.workflows)? {
+        Ok(w) => w,
+        Err(rendered) => {
+            eprintln!("{rendered}");
+            return Ok(Err(ExitCode::from(2)));
         }
-    }
-    if invalid {
-        return Ok(Err(ExitCode::from(2)));
-    }
+    };
 
     let event_name = args.event.as_deref().unwrap_or("");
     let github = serde_json::json!({ "event": payload, "event_name": event_name });
@@ -176,33 +161,6 @@ pub fn plan_all(args: &Args) -> anyhow::Result<Result<Vec<Planned>, ExitCode>> {
         return Ok(Err(ExitCode::from(2)));
     }
     Ok(Ok(out))
-}
-
-/// The `-W` targets as a sorted list of files: a file as given, a directory's
-/// `*.yml`/`*.yaml` (no recursion).
-pub fn workflow_files(targets: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for target in targets {
-        let meta = std::fs::metadata(target)
-            .with_context(|| format!("workflow path {}", target.display()))?;
-        if meta.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(target)
-                .with_context(|| format!("reading directory {}", target.display()))?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_file() && is_workflow_file(p))
-                .collect();
-            found.sort();
-            files.extend(found);
-        } else {
-            files.push(target.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn is_workflow_file(p: &Path) -> bool {
-    p.extension().is_some_and(|e| e == "yml" || e == "yaml")
 }
 
 /// The `act -l` table (plus leg rows with `legs`), columns padded to their widest cell.
@@ -354,28 +312,5 @@ jobs:
             text,
             "ci (ci.yml)\n  stage 0\n    lint\n  stage 1\n    test  <- lint  [2 legs]\n"
         );
-    }
-
-    #[test]
-    fn directories_list_yaml_files_without_recursion() {
-        let dir = std::env::temp_dir().join(format!("ignis-list-test-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("sub")).expect("mkdir");
-        for f in ["b.yml", "a.yaml", "notes.txt", "sub/c.yml"] {
-            std::fs::write(dir.join(f), "").expect("write");
-        }
-        let found = workflow_files(std::slice::from_ref(&dir));
-        std::fs::remove_dir_all(&dir).expect("cleanup");
-        let names: Vec<String> = found
-            .expect("listed")
-            .iter()
-            .map(|p| {
-                p.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
-        assert_eq!(names, ["a.yaml", "b.yml"]);
-        assert!(workflow_files(&[PathBuf::from("/nonexistent/ignis")]).is_err());
     }
 }
