@@ -460,7 +460,7 @@ impl MatrixEntries {
 pub struct Step {
     /// 0-based position in its job's (or action's) `steps:`.
     pub index: usize,
-    /// Where the step's mapping starts (the `-` item).
+    /// Where the step's mapping starts (its first key, just after the `-`).
     pub location: Location,
     /// `id:`.
     pub id: Option<String>,

@@ -378,6 +378,13 @@ fn on_problems() {
         DiagnosticKind::Schema,
         "cannot both be used",
     );
+    one(
+        "on:\n  issues:\n    typs: [opened]\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n",
+        3,
+        5,
+        DiagnosticKind::Schema,
+        "unknown key `typs` in `on.issues` (did you mean `types`?)",
+    );
 }
 
 #[test]

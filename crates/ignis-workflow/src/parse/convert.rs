@@ -447,9 +447,15 @@ fn trigger(cx: &mut Cx<'_>, event: &str, config: Option<&Node>) -> Trigger {
         _ => {
             let mut other = OtherTrigger::default();
             if let Some(config) = config {
-                if let Some(f) = cx.mapping(config, &format!("`on.{event}`"))
-                    && let Some(types) = f.get("types")
-                {
+                // Every other event takes at most `types`; `workflow_run` also filters by
+                // workflow and branch.
+                let allowed: &[&str] = if event == "workflow_run" {
+                    &["types", "workflows", "branches", "branches-ignore"]
+                } else {
+                    &["types"]
+                };
+                let f = cx.fields(config, &format!("`on.{event}`"), allowed);
+                if let Some(types) = f.get("types") {
                     other.types = cx
                         .string_list(types, &format!("`on.{event}.types`"))
                         .unwrap_or_default();
