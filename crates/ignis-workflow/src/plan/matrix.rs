@@ -242,8 +242,9 @@ pub fn leg_matches_filter(leg: &Leg, filter: &[(String, Vec<String>)]) -> bool {
 
 /// How a matrix value reads in a display name or a `--matrix` comparison: strings as they
 /// are, numbers and booleans as JSON writes them, null as nothing, and mappings/sequences as
-/// their leaf values joined by ", " (GitHub lists nested values inside the job name's
-/// parentheses rather than JSON text).
+/// their leaf values joined by ", ". NOTE: GitHub's docs do not say how object values appear
+/// in a job name; job names seen on GitHub list the nested values (`build (ubuntu, gcc)`),
+/// which is what this follows.
 pub fn value_to_display(v: &Value) -> String {
     match v {
         Value::Null => String::new(),
