@@ -96,6 +96,8 @@ pub struct RunRequest {
     pub inputs: serde_json::Map<String, serde_json::Value>,
     /// `--matrix key:value` filters.
     pub matrix_filter: Vec<(String, String)>,
+    /// `--env-file` variables (below workflow `env:`).
+    pub env: IndexMap<String, String>,
 }
 
 /// The result of a run.
@@ -148,6 +150,8 @@ pub(crate) struct RunShared {
     pub base_env: BTreeMap<String, String>,
     pub kill: CancellationToken,
     pub event_json: Vec<u8>,
+    /// `--env-file` variables: the lowest layer of every job's `env`.
+    pub extra_env: IndexMap<String, String>,
 }
 
 /// Executes planned workflows in sessions.
@@ -230,6 +234,7 @@ impl WorkflowExecutor {
             kill: signals.kill.clone(),
             event_json: serde_json::to_vec_pretty(&req.info.event)
                 .unwrap_or_else(|_| b"{}".to_vec()),
+            extra_env: req.env.clone(),
         });
         bus.emit(RunEvent::RunStarted {
             run_id: req.info.run_id.clone(),

@@ -34,12 +34,42 @@ pub(crate) fn value(
         serde_json::Value::Object(o) => {
             let mut m = ignis_workflow::expr::Map::new();
             for (k, x) in o {
-                m.insert(k.clone(), value(x, ctx, what)?);
+                if is_insert(k) {
+                    // `${{ insert }}: mapping` merges the mapping into its parent.
+                    match value(x, ctx, what)? {
+                        Value::Object(inner) => {
+                            for (ik, iv) in inner.iter() {
+                                m.insert(ik.clone(), iv.clone());
+                            }
+                        }
+                        other => {
+                            return Err(format!(
+                                "{what}: ${{{{ insert }}}} needs a mapping, got {}",
+                                other.kind()
+                            ));
+                        }
+                    }
+                } else {
+                    let key = if k.contains("${{") {
+                        string(k, ctx, what)?
+                    } else {
+                        k.clone()
+                    };
+                    m.insert(key, value(x, ctx, what)?);
+                }
             }
             Value::object(m)
         }
         other => Value::from(other),
     })
+}
+
+/// Whether a mapping key is the `${{ insert }}` directive.
+fn is_insert(key: &str) -> bool {
+    key.trim()
+        .strip_prefix("${{")
+        .and_then(|k| k.strip_suffix("}}"))
+        .is_some_and(|k| k.trim() == "insert")
 }
 
 /// Evaluate a YAML value to the string GitHub would put in an env var or input.

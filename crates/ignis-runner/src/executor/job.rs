@@ -377,8 +377,11 @@ impl JobRunner {
             Err(e) => return Err(format!("creating the job directories failed: {e}")),
         }
 
-        // Job env (workflow < job), evaluated with the job's contexts.
+        // Job env (--env-file < workflow < job), evaluated with the job's contexts.
         let frame0 = Frame::default();
+        for (k, v) in &self.rt.extra_env {
+            self.env.insert(k.clone(), v.clone());
+        }
         let wf_env = self.spec.workflow.env.clone();
         for (k, v) in &wf_env {
             let ctx = self.ctx(&frame0, None);
@@ -691,6 +694,25 @@ impl JobRunner {
         let allow_unsecure = env
             .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
             .is_some_and(|v| v == "true");
+        // GitHub creates the file command files before the step (the toolkit refuses to
+        // append to a missing file). The five writes are pipelined: about one round trip.
+        {
+            let agent = &self.session.agent;
+            let (a, b, c, d, e) = tokio::join!(
+                agent.write_file(&files.env, Vec::new(), 0o666),
+                agent.write_file(&files.output, Vec::new(), 0o666),
+                agent.write_file(&files.state, Vec::new(), 0o666),
+                agent.write_file(&files.path, Vec::new(), 0o666),
+                agent.write_file(&files.summary, Vec::new(), 0o666),
+            );
+            if let Some(err) = [a, b, c, d, e].into_iter().find_map(Result::err) {
+                self.system(
+                    step_id,
+                    &format!("##[error]creating the file command files: {err}"),
+                );
+                return (false, vec![], vec![]);
+            }
+        }
         let req = ExecRequest {
             program,
             env,

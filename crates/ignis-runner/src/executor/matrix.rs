@@ -63,15 +63,30 @@ pub fn expand(
         MatrixSpec::Matrix(m) => {
             let mut dims: Vec<(String, Vec<Value>)> = Vec::new();
             for (k, vals) in &m.dimensions {
+                // A dimension name may itself be an expression.
+                let k = &if k.contains("${{") {
+                    exprs::string(k, ctx, "matrix key")?
+                } else {
+                    k.clone()
+                };
                 let list = match vals {
                     MatrixValues::List(l) => {
                         let mut out = Vec::new();
                         for v in l {
-                            out.push(serde_json::Value::from(exprs::value(
+                            let ev = serde_json::Value::from(exprs::value(
                                 v,
                                 ctx,
                                 &format!("matrix.{k}"),
-                            )?));
+                            )?);
+                            match (v, ev) {
+                                // An item that is an expression yielding a list is spliced in.
+                                (Value::String(src), Value::Array(items))
+                                    if src.contains("${{") =>
+                                {
+                                    out.extend(items)
+                                }
+                                (_, ev) => out.push(ev),
+                            }
                         }
                         out
                     }

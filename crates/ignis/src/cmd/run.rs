@@ -226,7 +226,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     vars.extend(key_values(&args.vars, "var", false)?);
     let mut input_pairs: Vec<(String, String)> = dotenv(&args.input_file)?;
     input_pairs.extend(key_values(&args.inputs, "input", false)?);
-    let env_file = dotenv(&args.env_file)?;
+    let env_file: indexmap::IndexMap<String, String> =
+        dotenv(&args.env_file)?.into_iter().collect();
     let matrix_filter: Vec<(String, String)> = args
         .matrix
         .iter()
@@ -280,9 +281,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             IsolationArg::Workflow => Isolation::Workflow,
             IsolationArg::Job => Isolation::Job,
         };
-        for (k, v) in env_file {
-            config.base_env.insert(k, v);
-        }
         let executor = WorkflowExecutor::new(sessions, config);
 
         let bus = EventBus::new();
@@ -304,26 +302,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (path, wf)) in selected.into_iter().enumerate() {
             let rel = relative(&path, &repo_dir);
-            let mut inputs = serde_json::Map::new();
-            // Declared workflow_dispatch inputs get their defaults; given inputs override.
-            if let Some(Trigger::WorkflowDispatch(d)) = wf.on.get(&args.event) {
-                for (k, inp) in &d.inputs {
-                    if let Some(def) = &inp.default {
-                        inputs.insert(k.clone(), def.clone());
-                    }
-                }
-            }
-            if let Some(given) = event.get("inputs").and_then(|v| v.as_object()) {
-                for (k, v) in given {
-                    inputs.insert(k.clone(), v.clone());
-                }
-            }
-            for (k, v) in &input_pairs {
-                inputs.insert(k.clone(), serde_json::Value::String(v.clone()));
-            }
+            let (inputs, run_event) = resolve_inputs(&wf, &args.event, &event, &input_pairs);
             let info = RunInfo {
                 event_name: args.event.clone(),
-                event: event.clone(),
+                event: run_event,
                 run_id: format!("{}{}", std::process::id(), i),
                 run_number,
                 actor: args.actor.clone(),
@@ -340,6 +322,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 vars: vars.clone(),
                 inputs,
                 matrix_filter: matrix_filter.clone(),
+                env: env_file.clone(),
             };
             let (ex, bus, masker, signals) = (
                 executor.clone(),
@@ -370,6 +353,96 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// The `inputs` context and the event payload of a run. `workflow_dispatch` and
+/// `workflow_call` inputs get their declared defaults, given values (`-e` payload `inputs`,
+/// then `--input`) override them, and `boolean`/`number` inputs get their type in `inputs`
+/// (in `github.event.inputs` they stay strings, as on GitHub).
+fn resolve_inputs(
+    wf: &Workflow,
+    event_name: &str,
+    event: &serde_json::Value,
+    given: &[(String, String)],
+) -> (
+    serde_json::Map<String, serde_json::Value>,
+    serde_json::Value,
+) {
+    use ignis_workflow::model::{CallInputType, DispatchInputType};
+    use serde_json::Value;
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Bool,
+        Number,
+        Other,
+    }
+    let mut declared: Vec<(String, Option<Value>, Kind)> = Vec::new();
+    match wf.on.get(event_name) {
+        Some(Trigger::WorkflowDispatch(d)) => {
+            for (k, i) in &d.inputs {
+                let kind = match i.input_type {
+                    DispatchInputType::Boolean => Kind::Bool,
+                    DispatchInputType::Number => Kind::Number,
+                    _ => Kind::Other,
+                };
+                declared.push((k.clone(), i.default.clone(), kind));
+            }
+        }
+        Some(Trigger::WorkflowCall(c)) => {
+            for (k, i) in &c.inputs {
+                let kind = match i.input_type {
+                    CallInputType::Boolean => Kind::Bool,
+                    CallInputType::Number => Kind::Number,
+                    CallInputType::String => Kind::Other,
+                };
+                declared.push((k.clone(), i.default.clone(), kind));
+            }
+        }
+        _ => {}
+    }
+    let mut raw = serde_json::Map::new();
+    for (k, def, _) in &declared {
+        if let Some(d) = def {
+            raw.insert(k.clone(), d.clone());
+        }
+    }
+    if let Some(g) = event.get("inputs").and_then(Value::as_object) {
+        for (k, v) in g {
+            raw.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in given {
+        raw.insert(k.clone(), Value::String(v.clone()));
+    }
+    let mut run_event = event.clone();
+    if event_name == "workflow_dispatch" && !raw.is_empty() {
+        let as_strings: serde_json::Map<String, Value> = raw
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    Value::String(ignis_workflow::model::env_string(v)),
+                )
+            })
+            .collect();
+        if let Some(obj) = run_event.as_object_mut() {
+            obj.insert("inputs".into(), Value::Object(as_strings));
+        }
+    }
+    let mut typed = raw.clone();
+    for (k, _, kind) in &declared {
+        let Some(v) = typed.get_mut(k) else { continue };
+        match (kind, &*v) {
+            (Kind::Bool, Value::String(s)) => *v = Value::Bool(s == "true"),
+            (Kind::Number, Value::String(s)) => {
+                if let Some(n) = s.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                    *v = Value::Number(n);
+                }
+            }
+            _ => {}
+        }
+    }
+    (typed, run_event)
 }
 
 /// First SIGINT/SIGTERM: cancel gracefully. Second: stop at once (sessions are still released).
