@@ -353,6 +353,15 @@ fn uses_references_are_checked() {
         DiagnosticKind::Schema,
         "invalid reusable workflow reference",
     );
+    one(
+        &format!(
+            "{HEAD}  a:\n    runs-on: x\n    steps:\n      - uses: ${{{{ inputs.action }}}}\n"
+        ),
+        6,
+        15,
+        DiagnosticKind::Schema,
+        "expressions are not allowed in `uses`",
+    );
 }
 
 #[test]

@@ -169,13 +169,18 @@ fn job_checks(id: &str, node: &Node, job: Option<&Job>, sink: &mut Sink) {
             format!("{what}: `services` are not supported: {NO_CONTAINER_BACKEND}"),
         );
     }
-    if let (Some(uses), Some(n)) = (&job.uses, get(node, "uses"))
-        && !is_valid_workflow_ref(uses)
-    {
-        sink.schema(
-            n.loc,
-            format!("{what}: invalid reusable workflow reference `{uses}`: expected `./.github/workflows/<file>.yml` or `{{owner}}/{{repo}}/.github/workflows/<file>.yml@{{ref}}`"),
-        );
+    if let (Some(uses), Some(n)) = (&job.uses, get(node, "uses")) {
+        if has_expr(uses) {
+            sink.schema(
+                n.loc,
+                format!("{what}: expressions are not allowed in `uses`"),
+            );
+        } else if !is_valid_workflow_ref(uses) {
+            sink.schema(
+                n.loc,
+                format!("{what}: invalid reusable workflow reference `{uses}`: expected `./.github/workflows/<file>.yml` or `{{owner}}/{{repo}}/.github/workflows/<file>.yml@{{ref}}`"),
+            );
+        }
     }
     if let Some(steps_node) = get(node, "steps") {
         step_checks(&what, steps_node, &job.steps, sink);
@@ -232,7 +237,13 @@ fn step_checks(what: &str, steps_node: &Node, steps: &[Step], sink: &mut Sink) {
             }
         }
         if let (Some(uses), Some(n)) = (&step.uses, get(node, "uses")) {
-            if uses.starts_with("docker://") {
+            if has_expr(uses) {
+                // GitHub resolves actions before any context exists.
+                sink.schema(
+                    n.loc,
+                    format!("{swhat}: expressions are not allowed in `uses`"),
+                );
+            } else if uses.starts_with("docker://") {
                 sink.semantic(
                     n.loc,
                     format!("{swhat}: docker actions (`{uses}`) are not supported: {NO_CONTAINER_BACKEND}"),
@@ -249,7 +260,7 @@ fn step_checks(what: &str, steps_node: &Node, steps: &[Step], sink: &mut Sink) {
 
 /// `./path`, or `owner/repo[/path]@ref` with non-empty parts.
 fn is_valid_action_ref(uses: &str) -> bool {
-    if uses.starts_with("./") || uses.starts_with(".\\") || has_expr(uses) {
+    if uses.starts_with("./") || uses.starts_with(".\\") {
         return !uses.trim().is_empty();
     }
     let Some((path, reference)) = uses.split_once('@') else {
