@@ -1,6 +1,8 @@
 //! Every workflow and action of the act conformance suite (`shared/conformance/act`): the
 //! ones act (or GitHub) rejects before running are refused with located diagnostics, every
 //! other one parses.
+// Integration tests are their own crate: there is no `#[cfg(test)]` module to put them in.
+#![allow(clippy::tests_outside_test_module)]
 
 use ignis_workflow::{DiagnosticKind, Diagnostics, parse, parse_action};
 use serde_json::Value;

@@ -1,4 +1,6 @@
 //! Each kind of diagnostic, with exact `line:column` positions.
+// Integration tests are their own crate: there is no `#[cfg(test)]` module to put them in.
+#![allow(clippy::tests_outside_test_module)]
 
 use ignis_workflow::{DiagnosticKind, Diagnostics, parse, parse_action};
 

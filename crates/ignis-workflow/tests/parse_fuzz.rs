@@ -1,5 +1,7 @@
 //! Bad input never panics: arbitrary text, YAML-ish text and mutations of real workflows
 //! go through `parse` and `parse_action`, and every error they return is located.
+// Integration tests are their own crate: there is no `#[cfg(test)]` module to put them in.
+#![allow(clippy::tests_outside_test_module)]
 
 use ignis_workflow::{Diagnostics, parse, parse_action};
 use proptest::prelude::*;

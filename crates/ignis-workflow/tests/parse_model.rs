@@ -1,4 +1,6 @@
 //! The typed model built from each form the workflow syntax allows.
+// Integration tests are their own crate: there is no `#[cfg(test)]` module to put them in.
+#![allow(clippy::tests_outside_test_module)]
 
 use ignis_workflow::model::*;
 use ignis_workflow::{parse, parse_action};

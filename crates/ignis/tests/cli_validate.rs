@@ -1,4 +1,6 @@
 //! `ignis validate`: exit codes and located errors on stderr.
+// Integration tests are their own crate: there is no `#[cfg(test)]` module to put them in.
+#![allow(clippy::tests_outside_test_module)]
 
 use std::path::Path;
 use std::process::Command;
