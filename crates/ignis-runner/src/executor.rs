@@ -5,7 +5,6 @@
 
 mod exprs;
 mod job;
-pub mod matrix;
 mod process;
 pub mod sessions;
 
@@ -760,18 +759,41 @@ impl WorkflowExecutor {
                 Err(e) => fail(e),
             };
         }
-        let legs = match job.strategy.as_ref().and_then(|s| s.matrix.as_ref()) {
-            None => None,
-            Some(spec) => match matrix::expand(Some(spec), &ctx) {
-                Ok(l) => l.map(|legs| matrix::filter(legs, &req.matrix_filter)),
-                Err(e) => return fail(e),
-            },
+        // The planner expands the matrix now that `needs` is known (GitHub's include/exclude
+        // rules, the 256-leg cap, display names, `--matrix` filters).
+        let mut filter: Vec<(String, Vec<String>)> = Vec::new();
+        for (k, v) in &req.matrix_filter {
+            match filter.iter_mut().find(|(fk, _)| fk == k) {
+                Some((_, vals)) => vals.push(v.clone()),
+                None => filter.push((k.clone(), vec![v.clone()])),
+            }
+        }
+        let legs = match ignis_workflow::plan::job_matrix(job, &ctx, &filter, true) {
+            Ok(ignis_workflow::plan::JobMatrix::Legs(legs)) => Some(
+                legs.into_iter()
+                    .map(|l| {
+                        let values: serde_json::Map<String, serde_json::Value> = l
+                            .values
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::from(v)))
+                            .collect();
+                        (values, l.name)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            Ok(ignis_workflow::plan::JobMatrix::Deferred) => {
+                return fail(format!(
+                    "jobs.{job_id}: the matrix could not be expanded at run time"
+                ));
+            }
+            Ok(_) => None,
+            Err(e) => return fail(e.to_string()),
         };
         let fail_fast = match job.strategy.as_ref().and_then(|s| s.fail_fast.as_ref()) {
             None => true,
             Some(b) => exprs::bool_expr(Some(b), &ctx, "fail-fast").unwrap_or(true),
         };
-        let legs: Vec<Option<serde_json::Map<String, serde_json::Value>>> = match legs {
+        let legs: Vec<Option<(serde_json::Map<String, serde_json::Value>, String)>> = match legs {
             None => vec![None],
             Some(l) if l.is_empty() => {
                 // An empty matrix after filtering: nothing to run.
@@ -798,13 +820,17 @@ impl WorkflowExecutor {
         let leg_limit = Arc::new(tokio::sync::Semaphore::new(max_parallel.max(1)));
         let mut set: JoinSet<(LegResult, bool)> = JoinSet::new();
         for (index, leg) in legs.into_iter().enumerate() {
-            let matrix = leg.map(serde_json::Value::Object);
+            let (matrix, planned_name) = match leg {
+                Some((values, name)) => (Some(serde_json::Value::Object(values)), Some(name)),
+                None => (None, None),
+            };
             let mut leg_ctx = ctx.clone();
             leg_ctx.set(
                 "matrix",
                 matrix.as_ref().map(Value::from).unwrap_or_default(),
             );
-            let name = leg_name(job, job_id, matrix.as_ref(), &leg_ctx);
+            let name =
+                planned_name.unwrap_or_else(|| leg_name(job, job_id, matrix.as_ref(), &leg_ctx));
             let strategy = serde_json::json!({
                 "fail-fast": fail_fast, "job-index": index, "job-total": total, "max-parallel": max_parallel,
             });

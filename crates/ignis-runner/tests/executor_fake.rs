@@ -112,6 +112,7 @@ impl Harness {
             vars: BTreeMap::new(),
             inputs: serde_json::Map::new(),
             matrix_filter: vec![],
+            env: Default::default(),
         };
         let res = ex.execute(req, bus, Masker::new(), signals).await;
         Outcome {
