@@ -26,11 +26,10 @@ use trigger::{TriggerDecision, TriggerError, TriggerInput};
 /// line); each carries the location in the workflow file where it applies.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
-    /// A branch/tag/path filter pattern is invalid.
-    #[error("{location}: {source}")]
+    /// A branch/tag/path filter pattern is invalid. The model keeps no location for `on:`
+    /// entries, so the message names the key path (`on.push.branches`) instead.
+    #[error("{source}")]
     Trigger {
-        /// Where `on:` is (the file start when unknown).
-        location: Location,
         /// The filter problem.
         #[source]
         source: TriggerError,
@@ -64,13 +63,11 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    /// Where in the workflow file the error applies.
-    pub fn location(&self) -> Location {
+    /// Where in the workflow file the error applies, when known.
+    pub fn location(&self) -> Option<Location> {
         match self {
-            Self::Trigger { location, .. }
-            | Self::Dag { location, .. }
-            | Self::Matrix { location, .. } => *location,
-            Self::UnknownJob { .. } => Location::new(1, 1),
+            Self::Dag { location, .. } | Self::Matrix { location, .. } => Some(*location),
+            Self::Trigger { .. } | Self::UnknownJob { .. } => None,
         }
     }
 }
@@ -170,12 +167,8 @@ const PLAN_TIME_CONTEXTS: [&str; 3] = ["github", "inputs", "vars"];
 /// Plans `workflow` for `options`: trigger decision, selected jobs with their static legs,
 /// the DAG and display stages.
 pub fn plan(workflow: &Workflow, options: &PlanOptions<'_>) -> Result<Plan, PlanError> {
-    let on_location = Location::new(1, 1);
     if let Some(source) = trigger::check_filters(&workflow.on).into_iter().next() {
-        return Err(PlanError::Trigger {
-            location: on_location,
-            source,
-        });
+        return Err(PlanError::Trigger { source });
     }
     let full = Dag::new(
         workflow
@@ -199,10 +192,7 @@ pub fn plan(workflow: &Workflow, options: &PlanOptions<'_>) -> Result<Plan, Plan
                 git_ref: options.git_ref,
                 changed_files: options.changed_files,
             };
-            trigger::decide(&workflow.on, &input).map_err(|source| PlanError::Trigger {
-                location: on_location,
-                source,
-            })?
+            trigger::decide(&workflow.on, &input).map_err(|source| PlanError::Trigger { source })?
         }
     };
 
@@ -488,6 +478,20 @@ jobs:
     }
 
     #[test]
+    fn invalid_filter_patterns_fail_the_plan() {
+        let w = wf(
+            "on:\n  push:\n    branches: ['[z-a]']\njobs:\n  a:\n    runs-on: x\n    steps:\n      - run: echo\n",
+        );
+        let err = plan(&w, &PlanOptions::default()).expect_err("bad pattern");
+        assert_eq!(err.location(), None);
+        assert!(
+            err.to_string()
+                .starts_with("on.push.branches: invalid filter pattern '[z-a]'"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn matrix_errors_are_located_at_the_job() {
         let w = wf(r#"
 on: push
@@ -500,7 +504,7 @@ jobs:
       - run: echo
 "#);
         let err = plan(&w, &PlanOptions::default()).expect_err("empty vector");
-        assert_eq!(err.location(), Location::new(4, 3));
+        assert_eq!(err.location(), Some(Location::new(4, 3)));
         assert_eq!(
             err.to_string(),
             "4:3: job 'a': matrix vector 'os' does not contain any values"

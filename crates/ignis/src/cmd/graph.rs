@@ -3,7 +3,7 @@
 //! starts as soon as *its own* needs finish, so stages are a reading aid, not barriers.
 //!
 //! ```text
-//! matrix (push.yml)
+//! matrix (.github/workflows/push.yml)
 //!   stage 0
 //!     prepare
 //!   stage 1
@@ -35,7 +35,7 @@ pub fn render_graph(planned: &[Planned]) -> String {
         if !out.is_empty() {
             out.push('\n');
         }
-        let _ = writeln!(out, "{} ({})", p.workflow_name(), p.file_name());
+        let _ = writeln!(out, "{} ({})", p.workflow_name(), p.path.display());
         let width = p
             .plan
             .jobs

@@ -145,7 +145,11 @@ pub fn plan_all(args: &Args) -> anyhow::Result<Result<Vec<Planned>, ExitCode>> {
                 plan,
             }),
             Err(e) => {
-                eprintln!("{}:{e}", path.display());
+                // Located errors render as `line:column: message` already.
+                match e.location() {
+                    Some(_) => eprintln!("{}:{e}", path.display()),
+                    None => eprintln!("{}: {e}", path.display()),
+                }
                 failed = true;
             }
         }
@@ -310,7 +314,7 @@ jobs:
         let text = super::super::graph::render_graph(&[planned(None)]);
         assert_eq!(
             text,
-            "ci (ci.yml)\n  stage 0\n    lint\n  stage 1\n    test  <- lint  [2 legs]\n"
+            "ci (.github/workflows/ci.yml)\n  stage 0\n    lint\n  stage 1\n    test  <- lint  [2 legs]\n"
         );
     }
 }
