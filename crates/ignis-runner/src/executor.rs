@@ -9,7 +9,7 @@ mod process;
 pub mod sessions;
 
 pub use job::{DEFAULT_JOB_TIMEOUT_MINUTES, LegResult, LegSpec};
-pub use sessions::{LiveSession, ManagerSessions, ProviderSessions, SessionInfo, SessionSource};
+pub use sessions::{LiveSession, ProviderSessions, SessionInfo, SessionSource};
 
 use crate::events::{EventBus, JobResult, Phase, RunEvent};
 use crate::runtime::contexts::{self, RunInfo};

@@ -3,5 +3,7 @@
 
 /// The run event stream and its sinks.
 pub mod events;
+/// The workflow executor: sessions, setup/cleanup, the job DAG, job legs and steps.
+pub mod executor;
 /// The step runtime: shells, masking, workflow and file commands, contexts.
 pub mod runtime;

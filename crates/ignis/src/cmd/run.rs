@@ -134,11 +134,6 @@ fn dotenv(path: &Option<PathBuf>) -> anyhow::Result<Vec<(String, String)>> {
     parse_dotenv(&text).with_context(|| format!("{}", p.display()))
 }
 
-/// Whether `workflow` runs for `event` (the planner's filters apply on top when available).
-fn triggers(workflow: &Workflow, event: &str) -> bool {
-    workflow.on.contains(event)
-}
-
 fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
     Ok(match backend {
         Backend::Sandbox => Arc::new(ignis_vm::sandbox::SandboxProvider::new()?),
@@ -170,11 +165,53 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let selected: Vec<(PathBuf, Workflow)> = loaded
-        .into_iter()
-        .filter(|(_, w)| triggers(w, &args.event))
-        .filter(|(_, w)| args.job.as_ref().is_none_or(|j| w.jobs.contains_key(j)))
-        .collect();
+    let event: serde_json::Value = match &args.event_path {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?
+        }
+        None => serde_json::json!({}),
+    };
+    // The planner decides which workflows run for this event (branch, tag, path and
+    // activity-type filters) and refuses plans it cannot build (exit 2, located).
+    let git = ignis_runner::runtime::contexts::read_git(&repo_dir);
+    let matrix_filter_grouped: Vec<(String, Vec<String>)> = {
+        let mut g: Vec<(String, Vec<String>)> = Vec::new();
+        for m in &args.matrix {
+            if let Some((k, v)) = m.split_once(':') {
+                match g.iter_mut().find(|(gk, _)| gk == k) {
+                    Some((_, vals)) => vals.push(v.to_string()),
+                    None => g.push((k.to_string(), vec![v.to_string()])),
+                }
+            }
+        }
+        g
+    };
+    let mut selected: Vec<(PathBuf, Workflow, ignis_workflow::plan::Plan)> = Vec::new();
+    for (path, wf) in loaded {
+        if args.job.as_ref().is_some_and(|j| !wf.jobs.contains_key(j)) {
+            continue;
+        }
+        let options = ignis_workflow::plan::PlanOptions {
+            event: Some(&args.event),
+            payload: Some(&event),
+            git_ref: git.git_ref.as_deref(),
+            job: args.job.as_deref(),
+            matrix_filter: matrix_filter_grouped.clone(),
+            ..Default::default()
+        };
+        match ignis_workflow::plan::plan(&wf, &options) {
+            Ok(plan) if plan.decision == ignis_workflow::plan::trigger::TriggerDecision::Run => {
+                selected.push((path, wf, plan));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("{}:{e}", path.display());
+                return Ok(ExitCode::from(2));
+            }
+        }
+    }
     if selected.is_empty() {
         eprintln!(
             "ignis: no workflow runs for event {:?}{}",
@@ -188,34 +225,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 
     if args.list || args.graph || args.dryrun {
-        for (path, wf) in &selected {
+        for (path, wf, plan) in &selected {
+            let rel = relative(path, &repo_dir);
             println!(
-                "{}  ({})",
-                wf.name.clone().unwrap_or_else(|| relative(path, &repo_dir)),
-                relative(path, &repo_dir)
+                "{}  ({rel})",
+                wf.name.clone().unwrap_or_else(|| rel.clone())
             );
-            for (id, job) in &wf.jobs {
-                if args.job.as_ref().is_some_and(|j| j != id) {
-                    continue;
+            for (n, stage) in plan.stages().iter().enumerate() {
+                for &i in stage {
+                    let job = &plan.jobs[i];
+                    let needs = if job.needs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  needs: {}", job.needs.join(", "))
+                    };
+                    let legs = match &job.matrix {
+                        ignis_workflow::plan::JobMatrix::Legs(l) => l
+                            .iter()
+                            .map(|l| l.name.clone())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        ignis_workflow::plan::JobMatrix::Deferred => {
+                            "matrix expanded at run time".into()
+                        }
+                        _ => String::new(),
+                    };
+                    let legs = if legs.is_empty() {
+                        legs
+                    } else {
+                        format!("  legs: {legs}")
+                    };
+                    println!("  [{n}] {}  {}{needs}{legs}", job.id, job.name);
                 }
-                let needs = if job.needs.is_empty() {
-                    String::new()
-                } else {
-                    format!("  needs: {}", job.needs.join(", "))
-                };
-                let kind = if let Some(u) = &job.uses {
-                    format!("calls {u}")
-                } else {
-                    format!("{} steps", job.steps.len())
-                };
-                println!(
-                    "  {id}  {}  [{kind}]{needs}",
-                    job.name.clone().unwrap_or_else(|| id.clone())
-                );
             }
         }
         if args.dryrun {
-            println!("dry run: nothing was executed");
+            println!(
+                "dry run: planned {} workflow(s); nothing was executed",
+                selected.len()
+            );
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -237,14 +285,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context(format!("invalid --matrix {m:?}: expected key:value"))
         })
         .collect::<anyhow::Result<_>>()?;
-    let event: serde_json::Value = match &args.event_path {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?
-        }
-        None => serde_json::json!({}),
-    };
 
     let (profiles, _) =
         ignis_vm::profile::ProfileConfig::discover(args.config.as_deref(), Some(&repo_dir))?;
@@ -300,7 +340,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
         let run_number = 1;
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, (path, wf)) in selected.into_iter().enumerate() {
+        for (i, (path, wf, _plan)) in selected.into_iter().enumerate() {
             let rel = relative(&path, &repo_dir);
             let (inputs, run_event) = resolve_inputs(&wf, &args.event, &event, &input_pairs);
             let info = RunInfo {
