@@ -78,6 +78,8 @@ pub enum TriggerDecision {
     Ref(String),
     /// No changed file passes the path filters.
     Paths,
+    /// `workflow_run`: the triggering workflow is not among `workflows`.
+    TriggeringWorkflow(String),
 }
 
 impl TriggerDecision {
@@ -108,12 +110,18 @@ pub fn decide(on: &On, input: &TriggerInput<'_>) -> Result<TriggerDecision, Trig
             }
             decide_pull_request(input, filters)
         }
-        Trigger::Other(other) => match action {
-            Some(action) if !other.types.is_empty() && !other.types.iter().any(|t| t == action) => {
-                Ok(TriggerDecision::ActivityType(action.to_owned()))
+        Trigger::Other(other) => {
+            if let Some(action) = action
+                && !other.types.is_empty()
+                && !other.types.iter().any(|t| t == action)
+            {
+                return Ok(TriggerDecision::ActivityType(action.to_owned()));
             }
-            _ => Ok(TriggerDecision::Run),
-        },
+            if input.event == "workflow_run" {
+                return decide_workflow_run(input, &other.config);
+            }
+            Ok(TriggerDecision::Run)
+        }
         Trigger::WorkflowDispatch(_) | Trigger::WorkflowCall(_) | Trigger::Schedule(_) => {
             Ok(TriggerDecision::Run)
         }
@@ -279,6 +287,49 @@ fn decide_pull_request(
         }
     }
     decide_paths(input, f, None)
+}
+
+/// `on.workflow_run`: `workflows` names the triggering workflows (payload
+/// `workflow_run.name`), `branches`/`branches-ignore` filter the branch it ran on
+/// (`workflow_run.head_branch`).
+fn decide_workflow_run(
+    input: &TriggerInput<'_>,
+    config: &Value,
+) -> Result<TriggerDecision, TriggerError> {
+    let strings = |key: &str| -> Option<Vec<String>> {
+        config.get(key).and_then(Value::as_array).map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+    };
+    let run = input.payload.get("workflow_run");
+    if let (Some(workflows), Some(name)) = (
+        strings("workflows"),
+        run.and_then(|r| r.get("name")).and_then(Value::as_str),
+    ) && !workflows.iter().any(|w| w == name)
+    {
+        return Ok(TriggerDecision::TriggeringWorkflow(name.to_owned()));
+    }
+    if let Some(branch) = run
+        .and_then(|r| r.get("head_branch"))
+        .and_then(Value::as_str)
+    {
+        let include = strings("branches");
+        let exclude = strings("branches-ignore");
+        let verdict = passes(
+            input,
+            ("branches", include.as_ref()),
+            ("branches-ignore", exclude.as_ref()),
+            &[branch],
+        )?;
+        if verdict == Some(false) {
+            return Ok(TriggerDecision::Ref(branch.to_owned()));
+        }
+    }
+    Ok(TriggerDecision::Run)
 }
 
 fn decide_paths(
@@ -547,6 +598,27 @@ mod tests {
         let deleted = json!({"action": "deleted"});
         assert!(triggers(&o, &TriggerInput::new("label", &created)).expect("ok"));
         assert!(!triggers(&o, &TriggerInput::new("label", &deleted)).expect("ok"));
+    }
+
+    #[test]
+    fn workflow_run_names_and_branches_from_docs() {
+        let o = on(vec![(
+            "workflow_run",
+            Trigger::Other(OtherTrigger {
+                types: vec!["requested".into()],
+                config: json!({"workflows": ["Build"], "types": ["requested"],
+                               "branches": ["releases/**", "!releases/**-alpha"]}),
+            }),
+        )]);
+        let run = |name: &str, branch: &str| {
+            let p = json!({"action": "requested", "workflow_run": {"name": name, "head_branch": branch}});
+            triggers(&o, &TriggerInput::new("workflow_run", &p)).expect("ok")
+        };
+        assert!(run("Build", "releases/10"));
+        assert!(run("Build", "releases/beta/mona"));
+        assert!(!run("Build", "releases/10-alpha"));
+        assert!(!run("Build", "main"));
+        assert!(!run("Test", "releases/10"));
     }
 
     #[test]
