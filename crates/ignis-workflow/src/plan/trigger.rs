@@ -10,7 +10,10 @@
 //! - `types` narrows activity types (payload `action`); `pull_request` and
 //!   `pull_request_target` default to `opened`, `synchronize` and `reopened`.
 //! - Path filters look at the changed files; "if there are no files changed, the workflow
-//!   will not run". Any other event triggers when it is named.
+//!   will not run".
+//! - `workflow_run` checks `workflows` against the triggering workflow's name and
+//!   `branches`/`branches-ignore` against the branch it ran on. Any other event triggers
+//!   when it is named (and its `types`, if any, include the payload's `action`).
 //!
 //! Local runs often lack parts of a real payload (act sends `{}` for push). Where the input
 //! needed by a filter is missing entirely (no ref, no `action`, no changed-file list), that
