@@ -1,6 +1,6 @@
 //! The typed workflow model: GitHub's workflow syntax reference, literally.
 //!
-//! Built by [`crate::parse`] (workflows) and [`crate::parse_action`] (`action.yml`). The model
+//! Built by [`crate::parse()`] (workflows) and [`crate::parse_action()`] (`action.yml`). The model
 //! does not evaluate anything: every value that may hold a `${{ }}` expression is kept as the
 //! source string (or a [`serde_json::Value`] for `with`/`env`/matrix values) for the runtime to
 //! evaluate in the right context. Jobs and steps carry their source [`Location`] so the

@@ -8,11 +8,11 @@
 //! findings with a second, tree-sitter parse), and it tolerates unknown keys. Our contract is
 //! the opposite: every error at once, each with line and column, unknown keys included. So
 //! the YAML is parsed with `saphyr-parser` (a maintained YAML 1.2 parser whose events carry
-//! spans) into a small tree where every node knows its line/column ([`yaml`]), and a
-//! converter ([`convert`]) walks that tree into the typed model, recording a [`Diagnostic`]
+//! spans) into a small tree where every node knows its line/column (module `yaml`), and a
+//! converter (module `convert`) walks that tree into the typed model, recording a [`Diagnostic`]
 //! for each unknown key, wrong type or bad value instead of stopping. Cross-cutting checks
 //! (job ids, `needs`, cycles, step ids, expressions, matrix size, unsupported container
-//! features) run in the same pass or right after it ([`validate`]).
+//! features) run in the same pass or right after it (module `validate`).
 
 mod convert;
 mod exprcheck;
