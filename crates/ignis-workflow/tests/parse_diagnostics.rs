@@ -53,12 +53,13 @@ fn yaml_syntax_error_is_located() {
     let d = errors("on: push\njobs:\n  a:\n    steps: [1, 2\n  b: 3\n");
     assert_eq!(d.len(), 1, "{d}");
     assert_eq!(d.0[0].kind, DiagnosticKind::Syntax);
-    assert_eq!(d.0[0].line, 5, "{d}");
+    assert_eq!((d.0[0].line, d.0[0].column), (5, 4), "{d}");
     assert!(d.0[0].message.starts_with("yaml syntax error"), "{d}");
-    assert_eq!(
-        d.to_string(),
-        format!("wf.yml:5:{}: {}", d.0[0].column, d.0[0].message)
-    );
+    assert_eq!(d.to_string(), format!("wf.yml:5:4: {}", d.0[0].message));
+    // A tab used for indentation.
+    let d = errors("on: push\njobs:\n\ta: 1\n");
+    assert_eq!(d.0[0].kind, DiagnosticKind::Syntax);
+    assert_eq!((d.0[0].line, d.0[0].column), (3, 2), "{d}");
 }
 
 #[test]
