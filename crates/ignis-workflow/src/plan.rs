@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::expr::{self, EvalContext};
 use crate::model::{Location, Workflow};
 use dag::{Dag, DagError, JobIndex};
-use evaluate::{MatrixEvalError, display_name, evaluate_matrix, matrix_contexts};
+use evaluate::{LegNamer, MatrixEvalError, evaluate_matrix, matrix_contexts};
 use matrix::{Leg, leg_matches_filter};
 use trigger::{TriggerDecision, TriggerError, TriggerInput};
 
@@ -277,11 +277,12 @@ pub fn job_matrix(
         location: job.location,
         source,
     })?;
+    let namer = LegNamer::new(job);
     Ok(JobMatrix::Legs(
         legs.into_iter()
             .filter(|leg| leg_matches_filter(leg, matrix_filter))
             .map(|leg| PlannedLeg {
-                name: display_name(job, Some(&leg), ctx),
+                name: namer.name(Some(&leg), ctx),
                 values: leg,
             })
             .collect(),

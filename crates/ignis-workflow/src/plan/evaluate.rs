@@ -209,28 +209,56 @@ fn is_insert(key: &str) -> bool {
 /// the evaluated name stands alone (`build (ubuntu, 18)` vs `PHP ubuntu 18`). `ctx` supplies
 /// the other contexts a name may read; a name that fails to evaluate is shown as written.
 pub fn display_name(job: &Job, leg: Option<&Leg>, ctx: &EvalContext<'_>) -> String {
-    let raw = job.name.as_deref().unwrap_or(&job.id);
-    let parsed = parse_template(raw).ok();
-    let uses_matrix = parsed
-        .as_ref()
-        .is_some_and(|t| t.referenced_contexts().contains("matrix"));
-    let evaluated = |ctx: &EvalContext<'_>| {
-        parsed
+    LegNamer::new(job).name(leg, ctx)
+}
+
+/// [`display_name`] for many legs of one job: the `name:` template is parsed once.
+#[derive(Debug)]
+pub struct LegNamer<'j> {
+    raw: &'j str,
+    parsed: Option<crate::expr::Template>,
+    uses_matrix: bool,
+}
+
+impl<'j> LegNamer<'j> {
+    /// Prepares the names of `job`'s legs.
+    pub fn new(job: &'j Job) -> Self {
+        let raw = job.name.as_deref().unwrap_or(&job.id);
+        let parsed = parse_template(raw).ok();
+        let uses_matrix = parsed
             .as_ref()
-            .and_then(|t| t.evaluate_string(ctx).ok())
-            .unwrap_or_else(|| raw.to_owned())
-    };
-    match leg {
-        Some(leg) if uses_matrix => {
-            let mut with_matrix = ctx.clone();
-            with_matrix.set("matrix", expr::Value::from(Value::Object(leg.clone())));
-            evaluated(&with_matrix)
+            .is_some_and(|t| t.referenced_contexts().contains("matrix"));
+        Self {
+            raw,
+            parsed,
+            uses_matrix,
         }
-        Some(leg) if !leg.is_empty() => {
-            let values: Vec<String> = leg.values().map(value_to_display).collect();
-            format!("{} ({})", evaluated(ctx), values.join(", "))
+    }
+
+    fn evaluated(&self, ctx: &EvalContext<'_>) -> String {
+        match &self.parsed {
+            Some(t) if t.is_literal() => self.raw.to_owned(),
+            Some(t) => t
+                .evaluate_string(ctx)
+                .unwrap_or_else(|_| self.raw.to_owned()),
+            None => self.raw.to_owned(),
         }
-        _ => evaluated(ctx),
+    }
+
+    /// The display name of one leg (or of the job without a matrix).
+    pub fn name(&self, leg: Option<&Leg>, ctx: &EvalContext<'_>) -> String {
+        match leg {
+            Some(leg) if self.uses_matrix => {
+                let mut with_matrix = ctx.clone();
+                with_matrix.set("matrix", expr::Value::from(Value::Object(leg.clone())));
+                self.evaluated(&with_matrix)
+            }
+            Some(leg) if !leg.is_empty() => {
+                let values: Vec<String> = leg.values().map(value_to_display).collect();
+                format!("{} ({})", self.evaluated(ctx), values.join(", "))
+            }
+            _ => self.evaluated(ctx),
+        }
     }
 }
 
