@@ -639,6 +639,20 @@ mod tests {
     }
 
     #[test]
+    fn deepest_accepted_expressions_evaluate() {
+        // The parser's limits keep evaluation recursion shallow enough for a 2 MiB test
+        // thread even in debug builds.
+        let chain = vec!["1"; super::super::MAX_HEIGHT as usize].join(" && ");
+        assert_eq!(eval(&chain), Value::Number(1.0));
+        let nots = format!("{}0", "!".repeat(48));
+        assert_eq!(eval(&nots), Value::Bool(false));
+        let calls = format!("{}'[1]'{}", "toJSON(fromJSON(".repeat(24), "))".repeat(24));
+        assert_eq!(eval(&calls), Value::from("[\n  1\n]"));
+        let parens = format!("{}1{}", "(".repeat(60), ")".repeat(60));
+        assert_eq!(eval(&parens), Value::Number(1.0));
+    }
+
+    #[test]
     fn case_function() {
         assert_eq!(eval("case(false, 1, true, 2, 3)"), Value::Number(2.0));
         assert_eq!(eval("case(false, 1, 3)"), Value::Number(3.0));
