@@ -5,6 +5,7 @@
 //! Using the fd directly (rather than `tokio::io::stdin`, which reads on a blocking thread)
 //! keeps startup cheap and lets the agent notice EOF and exit without a thread stuck in read.
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
@@ -115,8 +116,80 @@ impl AsyncWrite for FdStream {
     }
 }
 
+/// The reading side of a channel.
+#[derive(Debug)]
+pub enum ChannelReader {
+    Fd(FdStream),
+    /// A virtio-serial port, which reads EOF until the host side connects.
+    Serial(WaitForHost<FdStream>),
+}
+
+impl AsyncRead for ChannelReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ChannelReader::Fd(r) => Pin::new(r).poll_read(cx, buf),
+            ChannelReader::Serial(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
 /// A reader and a writer for one channel.
-pub type Channel = (FdStream, FdStream);
+pub type Channel = (ChannelReader, FdStream);
+
+/// How often a serial port is polled while no host is connected.
+const HOST_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A reader that treats EOF as "host not connected yet" until the first byte arrives.
+///
+/// A virtio-serial port reads EOF (and polls as hung up) while the host end of its chardev is
+/// not connected, which at boot is normal: the host may connect after the guest is up. After
+/// the first byte, EOF means the host went away, as on any other channel.
+#[derive(Debug)]
+pub struct WaitForHost<R> {
+    inner: R,
+    connected: bool,
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<R> WaitForHost<R> {
+    pub fn new(inner: R) -> Self {
+        WaitForHost {
+            inner,
+            connected: false,
+            retry: None,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for WaitForHost<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(sleep) = this.retry.as_mut() {
+                ready!(sleep.as_mut().poll(cx));
+                this.retry = None;
+            }
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            if buf.filled().len() > before {
+                this.connected = true;
+                return Poll::Ready(Ok(()));
+            }
+            if this.connected || buf.remaining() == 0 {
+                return Poll::Ready(Ok(()));
+            }
+            this.retry = Some(Box::pin(tokio::time::sleep(HOST_POLL)));
+        }
+    }
+}
 
 /// Take ownership of an inherited fd number, checking that it is open.
 fn adopt(fd: RawFd) -> Result<OwnedFd, TransportError> {
@@ -130,7 +203,7 @@ fn adopt(fd: RawFd) -> Result<OwnedFd, TransportError> {
 }
 
 /// Split one bidirectional fd into a reader and a writer (two fds on the same open file).
-fn split(fd: OwnedFd) -> Result<Channel, TransportError> {
+fn split(fd: OwnedFd) -> Result<(FdStream, FdStream), TransportError> {
     let raw = fd.as_raw_fd();
     let dup = rustix::io::fcntl_dupfd_cloexec(&fd, 3).map_err(|e| TransportError::Register {
         fd: raw,
@@ -151,7 +224,7 @@ pub fn stdio() -> Result<Channel, TransportError> {
         FdStream::new(input).map_err(|source| TransportError::Register { fd: 0, source })?;
     let writer =
         FdStream::new(output).map_err(|source| TransportError::Register { fd: 1, source })?;
-    Ok((reader, writer))
+    Ok((ChannelReader::Fd(reader), writer))
 }
 
 /// `--fd N`: an inherited bidirectional socket.
@@ -164,7 +237,8 @@ pub fn inherited_fd(fd: RawFd) -> Result<Channel, TransportError> {
             source: e.into(),
         }
     })?;
-    split(owned)
+    let (r, w) = split(owned)?;
+    Ok((ChannelReader::Fd(r), w))
 }
 
 /// `--serial PATH`: a virtio-serial port (`/dev/vport0p1`, `/dev/virtio-ports/NAME`) or a tty,
@@ -190,7 +264,8 @@ pub fn serial(path: &str) -> Result<Channel, TransportError> {
         rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &t)
             .map_err(raw_err)?;
     }
-    split(fd)
+    let (r, w) = split(fd)?;
+    Ok((ChannelReader::Serial(WaitForHost::new(r)), w))
 }
 
 /// `--vsock-port P`: listen on AF_VSOCK (any CID) and accept one host connection.
@@ -250,7 +325,8 @@ pub fn vsock_accept(port: u32) -> Result<Channel, TransportError> {
     let conn = unsafe { OwnedFd::from_raw_fd(conn) };
     // One host connection only: stop listening so a second connection is refused.
     drop(listener);
-    split(conn)
+    let (r, w) = split(conn)?;
+    Ok((ChannelReader::Fd(r), w))
 }
 
 #[cfg(test)]
@@ -270,6 +346,41 @@ mod tests {
         wb.write_all(b"pong").await.expect("write b");
         ra.read_exact(&mut buf).await.expect("read a");
         assert_eq!(&buf, b"pong");
+    }
+
+    #[tokio::test]
+    async fn serial_reader_waits_for_host_then_reports_eof() {
+        // EOF first (no host yet), then data, then EOF again (host gone).
+        let mock = scripted_reader(vec![Vec::new(), b"hi".to_vec(), Vec::new()]);
+        let mut r = WaitForHost::new(mock);
+        let mut buf = [0u8; 8];
+        let n = r.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"hi");
+        assert_eq!(r.read(&mut buf).await.expect("eof"), 0);
+    }
+
+    /// A reader returning the given reads in turn (an empty one is EOF), then EOF forever.
+    fn scripted_reader(reads: Vec<Vec<u8>>) -> ScriptedReader {
+        ScriptedReader {
+            reads: reads.into(),
+        }
+    }
+
+    struct ScriptedReader {
+        reads: std::collections::VecDeque<Vec<u8>>,
+    }
+
+    impl AsyncRead for ScriptedReader {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if let Some(chunk) = self.reads.pop_front() {
+                buf.put_slice(&chunk);
+            }
+            Poll::Ready(Ok(()))
+        }
     }
 
     #[test]

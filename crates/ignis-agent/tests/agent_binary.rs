@@ -671,4 +671,54 @@ mod agent {
         let (client, child) = agent_over_socketpair("3<&0 0</dev/null 1>/dev/null", &["--fd", "3"]);
         exercise(client, child).await;
     }
+
+    #[tokio::test]
+    async fn serial_transport_on_a_pty_is_raw() {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let master = match openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("skipped: no pty available: {e}");
+                return;
+            }
+        };
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let slave = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave = slave.to_str().expect("utf-8 pty path").to_owned();
+        let mut child = tokio::process::Command::new(AGENT)
+            .args(["--serial", &slave])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn agent");
+        // Bytes written before the agent switched the pty to raw mode would be echoed and
+        // translated by the line discipline (a real virtio-serial port has none): wait for it.
+        within(async {
+            loop {
+                let t = rustix::termios::tcgetattr(&master).expect("tcgetattr");
+                if !t.local_modes.contains(rustix::termios::LocalModes::ICANON) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        let writer = master.try_clone().expect("dup master");
+        let reader = ignis_agent::transport::FdStream::new(master).expect("register master");
+        let writer = ignis_agent::transport::FdStream::new(writer).expect("register master");
+        let client = AgentClient::new(reader, writer);
+        within(async {
+            // Every byte value, including ^C, ^D, ^S, CR and LF, must pass untranslated.
+            let all: Vec<u8> = (0..=255).collect();
+            let mut req = sh("cat");
+            req.stdin = Some(all.clone());
+            let out = client.exec_collect(req).await.expect("exec over serial");
+            assert_eq!(out.stdout, all);
+            client.shutdown().await.expect("shutdown");
+            assert!(child.wait().await.expect("exit").success());
+        })
+        .await
+    }
 }
