@@ -32,7 +32,9 @@ mod value;
 
 pub use ast::{Accessor, BinaryOp, Expr, ExprKind, Function, Span};
 pub use error::{EvalError, ExprError, ParseOrEvalError};
-pub use eval::{DEFAULT_MAX_MEMORY, EvalContext, HashFilesFn, Status, evaluate};
+pub use eval::{
+    DEFAULT_MAX_MEMORY, EvalContext, HashFilesFn, Status, evaluate, hash_files_requests,
+};
 pub use number::number_to_string;
 pub use parser::{MAX_DEPTH, MAX_HEIGHT, MAX_NESTING};
 pub use template::{Condition, Template, TemplatePart, parse_condition, parse_template};

@@ -126,6 +126,38 @@ pub fn evaluate(expr: &Expr, ctx: &EvalContext<'_>) -> Result<Value, EvalError> 
     ev.eval(expr)
 }
 
+/// The pattern lists of every `hashFiles(…)` call in `expr`, arguments evaluated, in source
+/// order and deduplicated. An async runtime can compute these digests first (for example by
+/// asking the machine that holds the workspace) and then evaluate with a callback that looks
+/// them up, instead of blocking inside the callback. Calls that short-circuiting would skip
+/// are included too.
+pub fn hash_files_requests(
+    expr: &Expr,
+    ctx: &EvalContext<'_>,
+) -> Result<Vec<Vec<String>>, EvalError> {
+    let mut calls = Vec::new();
+    expr.walk(&mut |e| {
+        if let ExprKind::Call {
+            func: Function::HashFiles,
+            args,
+        } = &e.kind
+        {
+            calls.push(args);
+        }
+    });
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for args in calls {
+        let mut patterns = Vec::with_capacity(args.len());
+        for a in args {
+            patterns.push(evaluate(a, ctx)?.to_display_string());
+        }
+        if !out.contains(&patterns) {
+            out.push(patterns);
+        }
+    }
+    Ok(out)
+}
+
 struct Evaluator<'c, 'a> {
     ctx: &'c EvalContext<'a>,
     /// Bytes of produced strings still allowed.
@@ -623,6 +655,22 @@ mod tests {
         assert_eq!(
             eval_with("hashFiles('a', '**/b')", &ctx).unwrap(),
             Value::from("a|**/b")
+        );
+        let e = parse(
+            "hashFiles(format('{0}.lock', matrix.x)) || hashFiles('b', 'c') || hashFiles('b', 'c')",
+        )
+        .unwrap();
+        let reqs = hash_files_requests(
+            &e,
+            &EvalContext::new().with("matrix", Value::from(serde_json::json!({"x": "y"}))),
+        )
+        .unwrap();
+        assert_eq!(
+            reqs,
+            vec![
+                vec!["y.lock".to_owned()],
+                vec!["b".to_owned(), "c".to_owned()]
+            ]
         );
         let err = eval_with("hashFiles('a')", &EvalContext::new()).unwrap_err();
         assert!(err.message.contains("not available"));

@@ -126,6 +126,22 @@ impl Template {
             .collect()
     }
 
+    /// The `hashFiles` pattern lists its expressions need; see [`super::hash_files_requests`].
+    pub fn hash_files_requests(
+        &self,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Vec<Vec<String>>, EvalError> {
+        let mut out: Vec<Vec<String>> = Vec::new();
+        for e in self.expressions() {
+            for r in super::eval::hash_files_requests(e, ctx)? {
+                if !out.contains(&r) {
+                    out.push(r);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Evaluates the template. A template that is exactly one `${{ x }}` yields `x`'s value
     /// unchanged (so `matrix: ${{ fromJSON(…) }}` or a `with:` value keeps its type); any
     /// other template yields a string, each expression converted with GitHub's string rules.

@@ -429,7 +429,10 @@ mod tests {
     #[test]
     fn serde_goes_through_json() {
         let v: Value = serde_json::from_str(r#"{"a":[1,"x",null]}"#).unwrap();
-        assert_eq!(v.get("A").and_then(Value::as_array).map(<[Value]>::len), Some(3));
+        assert_eq!(
+            v.get("A").and_then(Value::as_array).map(<[Value]>::len),
+            Some(3)
+        );
         assert_eq!(serde_json::to_string(&v).unwrap(), r#"{"a":[1,"x",null]}"#);
     }
 
