@@ -125,14 +125,14 @@ mod props {
         #[test]
         fn not_is_negated_truthiness(src in token_soup()) {
             let c = ctx();
-            if let Ok(e) = expr::parse(&src) {
-                if let Ok(v) = expr::evaluate(&e, &c) {
-                    let negated = expr::parse(&format!("!({src})"))
-                        .ok()
-                        .and_then(|n| expr::evaluate(&n, &c).ok());
-                    if let Some(n) = negated {
-                        prop_assert_eq!(n, Value::Bool(!v.is_truthy()));
-                    }
+            if let Ok(e) = expr::parse(&src)
+                && let Ok(v) = expr::evaluate(&e, &c)
+            {
+                let negated = expr::parse(&format!("!({src})"))
+                    .ok()
+                    .and_then(|n| expr::evaluate(&n, &c).ok());
+                if let Some(n) = negated {
+                    prop_assert_eq!(n, Value::Bool(!v.is_truthy()));
                 }
             }
         }
