@@ -108,6 +108,8 @@ pub(crate) struct JobRunner {
     job_failed: bool,
     /// The job's `steps` context after the last step (for job outputs).
     job_steps: ExprMap,
+    /// Cancellation of the step being run (see [`JobRunner::arm_step_token`]).
+    step_cancel: CancellationToken,
 }
 
 fn to_value(v: &serde_json::Value) -> Value {
@@ -203,6 +205,7 @@ impl JobRunner {
             defaults_wd,
             job_failed: false,
             job_steps: ExprMap::new(),
+            step_cancel: CancellationToken::new(),
         }
     }
 
@@ -489,6 +492,7 @@ impl JobRunner {
         }
         let name = self.rt.masker.mask(&self.step_display_name(step, &ctx0));
         let ctx = self.ctx(frame, Some(&step_env));
+        self.arm_step_token();
         let run_it = match exprs::condition(
             step.condition.as_deref(),
             &ctx,
@@ -621,14 +625,16 @@ impl JobRunner {
         });
     }
 
-    /// The token a command of a step runs under: a step that starts after the leg was
-    /// cancelled (an `always()` step) is stopped only by a second Ctrl-C.
-    fn step_token(&self) -> CancellationToken {
-        if self.cancel.is_cancelled() {
+    /// Fix the token the commands of the step about to run use: a step whose `if:` was
+    /// evaluated after the leg was cancelled (an `always()`/`cancelled()` step) is stopped
+    /// only by a second Ctrl-C; any other step stops when the leg is cancelled, even if
+    /// the cancellation lands between its `if:` and its first command.
+    fn arm_step_token(&mut self) {
+        self.step_cancel = if self.cancel.is_cancelled() {
             self.rt.kill.child_token()
         } else {
             self.cancel.child_token()
-        }
+        };
     }
 
     /// The full process environment of a command.
@@ -720,7 +726,7 @@ impl JobRunner {
             stdin: None,
             timeout,
         };
-        let token = self.step_token();
+        let token = self.step_cancel.clone();
         let target = self.target(step_id);
         let (ended, effects) =
             process::run(&self.session.agent, req, &target, allow_unsecure, &token).await;
@@ -1268,6 +1274,7 @@ impl JobRunner {
             timeout_minutes: None,
             working_directory: None,
         };
+        self.arm_step_token();
         let run_it = exprs::condition(Some(&post.condition), &ctx, "post-if").unwrap_or(false);
         if !run_it {
             self.finish_step(

@@ -1,0 +1,201 @@
+//! `ignis run` end to end through the binary: exit codes, the `--json` event contract of
+//! issue 4, masking in the stream, and Ctrl-C (SIGINT) cancellation that still runs
+//! `always()` steps and releases the session. Uses the fake backend (agent as a host child
+//! process); skips loudly when the `ignis-agent` binary is not built.
+
+// An integration test crate is a test module already.
+#![allow(clippy::tests_outside_test_module)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn agent_available() -> bool {
+    match ignis_vm::fake::FakeConfig::discover() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("skipped: no ignis-agent binary for the fake backend: {e}");
+            false
+        }
+    }
+}
+
+fn repo(workflow: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wf = dir.path().join(".github/workflows");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(wf.join("ci.yml"), workflow).expect("write");
+    dir
+}
+
+fn ignis(dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .current_dir(dir)
+        .arg("run")
+        .args(args)
+        .output()
+        .expect("run ignis");
+    let events = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    (out.status.code().unwrap_or(-1), events)
+}
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+#[test]
+fn json_stream_carries_the_documented_events() {
+    if !agent_available() {
+        return;
+    }
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - id: hello\n        run: echo \"hi ${{ secrets.PW }}\"\n      - run: echo two\n  b:\n    needs: a\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        n: [1]\n    steps:\n      - run: echo leg-${{ matrix.n }}\n",
+    );
+    let (code, events) = ignis(
+        dir.path(),
+        &["--json", "--backend", "fake", "-s", "PW=hunter2-pw"],
+    );
+    assert_eq!(code, 0);
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().all(|e| e["type"].is_string()),
+        "every object has a type"
+    );
+    let created = of_type(&events, "session_created");
+    assert_eq!(created.len(), 1, "one session for the run");
+    for f in ["session_id", "vm_id", "vm_type", "backend", "allocation_ms"] {
+        assert!(!created[0][f].is_null(), "session_created.{f}");
+    }
+    let vm = created[0]["vm_id"].clone();
+    let phases: Vec<&str> = of_type(&events, "command_finished")
+        .iter()
+        .filter_map(|e| e["phase"].as_str())
+        .collect();
+    assert!(phases.contains(&"setup") && phases.contains(&"cleanup"));
+    assert!(
+        of_type(&events, "command_finished")
+            .iter()
+            .all(|e| e["vm_id"] == vm && !e["exit_code"].is_null())
+    );
+    let finished = of_type(&events, "job_finished");
+    assert_eq!(finished.len(), 2);
+    assert!(
+        finished
+            .iter()
+            .all(|e| e["result"] == "success" && e["session_id"] == created[0]["session_id"])
+    );
+    let leg = finished.iter().find(|e| e["job_id"] == "b").expect("job b");
+    assert_eq!(leg["matrix"], serde_json::json!({"n": 1}));
+    assert!(
+        finished
+            .iter()
+            .find(|e| e["job_id"] == "a")
+            .is_some_and(|e| e["matrix"].is_null())
+    );
+    let steps = of_type(&events, "step_finished");
+    assert!(steps.iter().any(|e| e["step_id"] == "hello"
+        && e["outcome"] == "success"
+        && e["conclusion"] == "success"));
+    assert!(
+        steps
+            .iter()
+            .any(|e| e["job_id"] == "a" && e["step_id"] == "1"),
+        "index ids for steps without id"
+    );
+    assert!(
+        steps
+            .iter()
+            .all(|e| e["vm_id"] == vm && e["name"].is_string())
+    );
+    assert!(!of_type(&events, "step_started").is_empty());
+    let logs = of_type(&events, "log");
+    assert!(
+        logs.iter()
+            .any(|e| e["line"] == "hi ***" && e["stream"] == "stdout" && e["step_id"] == "hello")
+    );
+    assert!(
+        !serde_json::to_string(&events)
+            .expect("json")
+            .contains("hunter2-pw")
+    );
+    assert_eq!(of_type(&events, "session_released").len(), 1);
+    assert_eq!(of_type(&events, "run_finished")[0]["result"], "success");
+}
+
+#[test]
+fn exit_codes_failure_and_invalid() {
+    if !agent_available() {
+        return;
+    }
+    let failing = repo(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: exit 3\n",
+    );
+    let (code, events) = ignis(failing.path(), &["--json", "--backend", "fake"]);
+    assert_eq!(code, 1);
+    assert_eq!(of_type(&events, "run_finished")[0]["result"], "failure");
+    let invalid = repo("on: push\njobs:\n  a:\n    steps: 3\n");
+    let (code, events) = ignis(invalid.path(), &["--json", "--backend", "fake"]);
+    assert_eq!(code, 2, "invalid workflow");
+    assert!(
+        of_type(&events, "session_created").is_empty(),
+        "no VM for an invalid workflow"
+    );
+    let (code, events) = ignis(failing.path(), &["--dryrun", "--backend", "fake"]);
+    assert_eq!(code, 0, "dry run executes nothing");
+    assert!(events.is_empty());
+}
+
+#[test]
+fn sigint_cancels_runs_always_steps_and_releases() {
+    if !agent_available() {
+        return;
+    }
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: sleep 60\n      - run: echo not-reached\n      - if: always()\n        run: echo always-ran\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .current_dir(dir.path())
+        .args(["run", "--json", "--backend", "fake"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ignis");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut events = Vec::new();
+    let mut signalled = false;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        let Ok(ev) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if !signalled && ev["type"] == "step_started" && ev["step_id"] == "0" {
+            let ok = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(ok.success());
+            signalled = true;
+        }
+        events.push(ev);
+    }
+    let status = child.wait().expect("wait");
+    assert!(signalled, "the long step started");
+    assert_eq!(status.code(), Some(1), "a cancelled run exits 1");
+    let logs: Vec<&str> = of_type(&events, "log")
+        .iter()
+        .filter_map(|e| e["line"].as_str())
+        .collect();
+    assert!(logs.contains(&"always-ran"));
+    assert!(!logs.contains(&"not-reached"));
+    assert_eq!(of_type(&events, "job_finished")[0]["result"], "cancelled");
+    assert_eq!(
+        of_type(&events, "session_released").len(),
+        1,
+        "released after cancel"
+    );
+    assert_eq!(of_type(&events, "run_finished")[0]["result"], "cancelled");
+}
