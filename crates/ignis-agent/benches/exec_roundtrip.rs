@@ -29,6 +29,17 @@ fn exec_roundtrip(c: &mut Criterion) {
             assert!(st.success());
         })
     });
+    // The agent resolves argv[0] itself and execs the file directly; std's posix_spawnp tries
+    // each PATH entry in turn. The absolute path isolates the spawn cost from that search.
+    group.bench_function("direct_status_abs_path", |b| {
+        b.iter(|| {
+            let st = Command::new("/usr/bin/true")
+                .stdin(Stdio::null())
+                .status()
+                .expect("spawn true");
+            assert!(st.success());
+        })
+    });
     group.bench_function("direct_output_piped", |b| {
         b.iter(|| {
             let out = Command::new("true")

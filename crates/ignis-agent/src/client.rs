@@ -589,6 +589,14 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<AgentClient>();
+        assert_send_sync::<ExecHandle>();
+        assert_send_sync::<AgentError>();
+    }
+
     #[tokio::test]
     async fn oversized_request_is_refused_locally() {
         let (client_io, mut agent_io) = tokio::io::duplex(1 << 16);
