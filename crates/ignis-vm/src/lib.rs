@@ -3,6 +3,10 @@
 
 /// The provider contract every backend implements.
 pub mod provider;
+/// The fake backend: counts, latency and injected faults, for tests of the layers above.
+pub mod fake;
+/// Profiles: `runs-on` labels -> backend, image and limits (`ignis.toml`).
+pub mod profile;
 /// The Firecracker backend: a microVM per VM through Firecracker's REST API.
 pub mod firecracker;
 /// The sandbox backend: Linux namespaces + overlayfs + cgroups, the default (no KVM).
