@@ -39,7 +39,9 @@ pub enum AgentError {
 /// One event of a running command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExecEvent {
+    /// A chunk of output, in the order the stream produced it.
     Output(Stream, Vec<u8>),
+    /// The command ended; always the last event.
     Exit(ExitStatus),
 }
 
@@ -127,8 +129,11 @@ impl ExecHandle {
 /// Collected result of a command.
 #[derive(Debug, Clone)]
 pub struct ExecOutput {
+    /// Everything the command wrote to stdout.
     pub stdout: Vec<u8>,
+    /// Everything the command wrote to stderr.
     pub stderr: Vec<u8>,
+    /// How it ended.
     pub status: ExitStatus,
 }
 
@@ -407,6 +412,7 @@ impl AgentClient {
         self.expect_ok(call).await
     }
 
+    /// Read a whole file from the guest.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, AgentError> {
         let call = self.start(Request::ReadFile {
             path: path.to_owned(),

@@ -8,6 +8,8 @@
 //! - [`testing::spawn_local_agent`] runs the real binary as a local child for tests, and
 //!   [`agent_binary_path`] finds that binary for backends that start it.
 
+#![deny(missing_docs)]
+
 /// The guest side: serve the protocol until the host goes away.
 mod agent;
 /// The host side: a cloneable handle that multiplexes requests over one agent channel.

@@ -18,7 +18,10 @@ pub enum AgentBinaryError {
         "ignis-agent binary not found (looked in {}); build it with `cargo build -p ignis-agent` or set {AGENT_BIN_ENV}",
         looked_in.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
-    NotFound { looked_in: Vec<PathBuf> },
+    NotFound {
+        /// The candidate paths, in lookup order.
+        looked_in: Vec<PathBuf>,
+    },
 }
 
 /// Where the agent binary is: `$IGNIS_AGENT_BIN`, else next to the current executable, else

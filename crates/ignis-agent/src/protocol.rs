@@ -45,8 +45,11 @@ pub enum Program {
     /// A script body written to a file inside the guest and run by `shell` (`{0}` = file path),
     /// e.g. `["bash", "-e", "{0}"]`.
     Script {
+        /// The shell's argv; `{0}` is replaced by the script path (appended when absent).
         shell: Vec<String>,
+        /// The script's text.
         body: String,
+        /// Where the script is written inside the guest (relative: from the working directory).
         path: String,
     },
 }
@@ -54,6 +57,7 @@ pub enum Program {
 /// One command to execute inside the guest.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ExecRequest {
+    /// What to run.
     pub program: Program,
     /// The complete environment (nothing is inherited from the agent unless listed here).
     pub env: BTreeMap<String, String>,
@@ -91,7 +95,9 @@ impl ExecRequest {
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Stream {
+    /// The command's standard output.
     Stdout,
+    /// The command's standard error.
     Stderr,
 }
 
@@ -106,10 +112,12 @@ pub struct ExitStatus {
     pub timed_out: bool,
     /// True when it was killed by a cancel request.
     pub cancelled: bool,
+    /// Wall time from spawn to exit.
     pub duration: Duration,
 }
 
 impl ExitStatus {
+    /// Exited with code 0.
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
@@ -120,6 +128,7 @@ impl ExitStatus {
 pub struct RequestFrame {
     /// Chosen by the host, unique among its in-flight requests; never [`CONNECTION_ID`].
     pub id: u64,
+    /// What is asked.
     pub body: Request,
 }
 
@@ -127,27 +136,57 @@ pub struct RequestFrame {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Request {
     /// Version check; answered by [`Response::Hello`].
-    Hello { version: u32 },
+    /// Version check; answered by [`Response::Hello`].
+    Hello {
+        /// The host's [`PROTOCOL_VERSION`].
+        version: u32,
+    },
     /// Start a command. When `stdin_follows` is set, stdin arrives as `Data` chunks under this
     /// request's id, closed by `End` (used when it does not fit in one chunk).
     Exec {
+        /// The command.
         req: ExecRequest,
+        /// Stdin arrives as `Data` chunks instead of inside `req`.
         stdin_follows: bool,
     },
     /// Send `signal` to the process group of running exec `target`.
-    Signal { target: u64, signal: i32 },
+    Signal {
+        /// Request id of the exec.
+        target: u64,
+        /// Signal number (e.g. 15 for SIGTERM).
+        signal: i32,
+    },
     /// Kill the process group of exec `target`: SIGTERM, then SIGKILL after `grace` (SIGKILL at
     /// once when `grace` is zero). Answered `Ok` even when the command already ended, because a
     /// cancel racing a command's natural exit is normal.
-    Cancel { target: u64, grace: Duration },
+    Cancel {
+        /// Request id of the exec.
+        target: u64,
+        /// Time between SIGTERM and SIGKILL.
+        grace: Duration,
+    },
     /// Write a file (parents created) from the `Data` chunks that follow, then set `mode`.
-    WriteFile { path: String, mode: u32 },
+    WriteFile {
+        /// Guest path.
+        path: String,
+        /// Permission bits, e.g. `0o644`.
+        mode: u32,
+    },
     /// Read a file; answered by `Data` chunks and `Done`.
-    ReadFile { path: String },
+    ReadFile {
+        /// Guest path.
+        path: String,
+    },
     /// Unpack the tar stream in the following `Data` chunks into directory `dest` (created).
-    PutTar { dest: String },
+    PutTar {
+        /// Guest directory to unpack into.
+        dest: String,
+    },
     /// Pack `path` (a file or a directory's contents) as a tar stream of `Data` chunks + `Done`.
-    GetTar { path: String },
+    GetTar {
+        /// Guest file or directory.
+        path: String,
+    },
     /// A chunk of the bulk payload of the request with this frame's id.
     Data(#[serde(with = "serde_bytes")] Vec<u8>),
     /// End of the bulk payload of the request with this frame's id.
@@ -161,7 +200,9 @@ pub enum Request {
 /// An agent -> host message for the request with `id`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ResponseFrame {
+    /// The id of the request this answers ([`CONNECTION_ID`] when unattributable).
     pub id: u64,
+    /// The answer.
     pub body: Response,
 }
 
@@ -170,17 +211,22 @@ pub struct ResponseFrame {
 pub enum Response {
     /// The agent's protocol version and its own pid (1 when it is init of its namespace).
     Hello {
+        /// Protocol version the agent speaks.
         version: u32,
+        /// The agent's pid.
         pid: u32,
     },
     /// The exec was spawned; `pid` is its process (and process group) id.
     Started {
+        /// Pid (and process group id) of the command.
         pid: u32,
     },
     /// A chunk of a command's output, in the order it was read from that stream.
     Output {
+        /// Which stream the bytes came from.
         stream: Stream,
         #[serde(with = "serde_bytes")]
+        /// The bytes, raw.
         data: Vec<u8>,
     },
     /// The command ended; last message of an exec.
@@ -191,9 +237,11 @@ pub enum Response {
     Done,
     /// The request succeeded and has nothing more to say.
     Ok,
+    /// Answer to `Ping`.
     Pong,
     /// The request failed; last message for this id.
     Error {
+        /// What went wrong, lowercase, naming the path or command.
         message: String,
     },
 }
@@ -219,8 +267,14 @@ pub enum CodecError {
     Encode(#[source] postcard::Error),
     /// A message would exceed [`MAX_FRAME_LEN`] (e.g. a gigantic argv or script body).
     #[error("message of {len} bytes exceeds the {max} byte frame limit")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// Size of the message.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     #[error("channel i/o")]
+    /// Reading or writing the channel failed.
     Io(#[from] std::io::Error),
 }
 
@@ -260,7 +314,12 @@ pub enum InFrame {
     Payload(BytesMut),
     /// A frame over the limit, skipped without buffering it. `id` is read from its first bytes
     /// when they could be decoded, so the sender can be answered.
-    Oversized { len: usize, id: Option<u64> },
+    Oversized {
+        /// Declared payload length.
+        len: usize,
+        /// Request id read from the payload's first bytes.
+        id: Option<u64>,
+    },
 }
 
 /// Length-delimited framing (u32 big-endian length + payload) with an explicit maximum.
@@ -291,6 +350,7 @@ const HEADER_LEN: usize = 4;
 const MAX_ID_LEN: usize = 10;
 
 impl FrameCodec {
+    /// A codec with the protocol's [`MAX_FRAME_LEN`].
     pub fn new() -> Self {
         Self::with_max(MAX_FRAME_LEN)
     }

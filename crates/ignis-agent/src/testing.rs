@@ -11,11 +11,15 @@ use tokio::process::{Child, Command};
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnAgentError {
     #[error(transparent)]
+    /// The binary could not be found.
     Binary(#[from] AgentBinaryError),
     #[error("cannot start agent {path}")]
+    /// The binary could not be started.
     Spawn {
+        /// The binary's path.
         path: String,
         #[source]
+        /// Why it could not start.
         source: std::io::Error,
     },
 }

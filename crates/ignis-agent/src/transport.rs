@@ -18,32 +18,46 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub enum TransportError {
     /// The fd given with `--fd` (or stdin/stdout) is not open (a host setup bug).
     #[error("fd {fd} is not open")]
-    BadFd { fd: RawFd },
+    BadFd {
+        /// The fd number.
+        fd: RawFd,
+    },
     /// The fd cannot be polled (e.g. a regular file), so it cannot carry the protocol.
     #[error("fd {fd} cannot be used as a channel")]
     Register {
+        /// The fd.
         fd: RawFd,
         #[source]
+        /// Why registration failed.
         source: io::Error,
     },
     #[error("cannot open serial device {path}")]
+    /// Opening the serial device failed.
     OpenSerial {
+        /// The device path.
         path: String,
         #[source]
+        /// Why it failed.
         source: io::Error,
     },
     #[error("cannot set serial device {path} to raw mode")]
+    /// The serial device is a tty that refused raw mode.
     RawMode {
+        /// The device path.
         path: String,
         #[source]
+        /// Why it failed.
         source: io::Error,
     },
     /// A vsock socket/bind/listen/accept step failed (no vsock device in this guest?).
     #[error("vsock {step} on port {port} failed")]
     Vsock {
+        /// Which syscall failed.
         step: &'static str,
+        /// The vsock port.
         port: u32,
         #[source]
+        /// Why it failed.
         source: io::Error,
     },
 }
@@ -119,6 +133,7 @@ impl AsyncWrite for FdStream {
 /// The reading side of a channel.
 #[derive(Debug)]
 pub enum ChannelReader {
+    /// A plain fd (stdio, socket, vsock).
     Fd(FdStream),
     /// A virtio-serial port, which reads EOF until the host side connects.
     Serial(WaitForHost<FdStream>),
@@ -156,6 +171,7 @@ pub struct WaitForHost<R> {
 }
 
 impl<R> WaitForHost<R> {
+    /// Wrap a reader that is not connected yet.
     pub fn new(inner: R) -> Self {
         WaitForHost {
             inner,
