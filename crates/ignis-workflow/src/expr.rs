@@ -16,6 +16,10 @@
 //! most of the work either way, so the parser here is a small recursive-descent one over an
 //! owned tree (module `parser`), with GitHub's lexing rules and nesting limit.
 //!
+//! Tests: all 432 rows of act's expression tables (`tests/expr_conformance.rs`, GitHub's
+//! behaviour asserted where act deviates) and GitHub's own actions/languageservices vectors
+//! (`tests/expr_languageservices.rs`, 1017 of 1020; the 3 differences are documented there).
+//!
 //! The crate stays pure: `hashFiles` goes through a callback in [`EvalContext`]; the digest
 //! ([`hash_files`]) and pattern matching ([`glob`]) parts of GitHub's algorithm are here for
 //! the runtime to use.
