@@ -562,6 +562,27 @@ fn device_check(name: &str, dev: &str, fix: &str) -> Check {
     }
 }
 
+/// `ignis vm doctor [--json]`: print the report; exit 0 when the default backend works.
+pub fn cli(json: bool) -> std::process::ExitCode {
+    let report = run();
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(text) => println!("{text}"),
+            Err(e) => {
+                eprintln!("ignis vm doctor: encoding the report: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    if report.default_backend_ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 impl Report {
     /// Human-readable report.
     pub fn render(&self) -> String {

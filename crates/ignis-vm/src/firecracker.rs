@@ -117,6 +117,8 @@ struct Inner {
     /// Live VMs handed out (or parked in a pool), by id.
     vms: Mutex<HashMap<String, Machine>>,
     pools: Mutex<HashMap<String, Pool>>,
+    /// Serializes template builds so concurrent first allocations boot one template.
+    template_build: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -191,6 +193,7 @@ impl FirecrackerProvider {
                 next: AtomicU64::new(0),
                 vms: Mutex::new(HashMap::new()),
                 pools: Mutex::new(HashMap::new()),
+                template_build: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -844,6 +847,7 @@ impl Inner {
 
     /// Boot a template VM, wait for its agent, snapshot it, release it.
     async fn ensure_template(&self, spec: &VmSpec) -> Result<SnapshotId, VmError> {
+        let _building = self.template_build.lock().await;
         if let Some(t) = lock(&self.pools)
             .get(&spec.vm_type)
             .and_then(|p| p.template.clone())

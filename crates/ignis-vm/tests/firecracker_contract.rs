@@ -2,6 +2,9 @@
 //! enforces Firecracker's call order; the backend's request bodies validate against the
 //! spec. (Requests of every provider path are validated in `firecracker_provider.rs`.)
 
+// An integration-test crate is test-only by construction.
+#![allow(clippy::tests_outside_test_module)]
+
 mod firecracker_support;
 
 use firecracker_support::{Env, spec};

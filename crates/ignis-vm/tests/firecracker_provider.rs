@@ -3,9 +3,12 @@
 //! also checks that each request it caused validates against firecracker.yaml and that
 //! nothing (process, socket, disk copy) is left behind.
 
+// An integration-test crate is test-only by construction.
+#![allow(clippy::tests_outside_test_module)]
+
 mod firecracker_support;
 
-use firecracker_support::{Env, eventually, process_dead, run};
+use firecracker_support::{Env, eventually, process_dead, run, skip_unless_root};
 use ignis_vm::{VmError, VmId, VmProvider, VmRecord};
 use std::time::Duration;
 
@@ -27,6 +30,9 @@ fn assert_nothing_leaked(env: &Env, records: &[VmRecord]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firecracker_lifecycle_boot_exec_snapshot_restore_release() {
+    if skip_unless_root("firecracker_lifecycle_boot_exec_snapshot_restore_release") {
+        return;
+    }
     let env = Env::new("");
     let p = env.provider();
     let spec = env.spec();
@@ -236,6 +242,9 @@ async fn firecracker_reap_kills_the_recorded_process_and_removes_paths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firecracker_pool_refills_in_background_from_the_template() {
+    if skip_unless_root("firecracker_pool_refills_in_background_from_the_template") {
+        return;
+    }
     let env = Env::new("");
     let mut cfg = env.config();
     cfg.pool_sizes.insert("fc-test".into(), 2);
@@ -283,6 +292,9 @@ async fn firecracker_pool_refills_in_background_from_the_template() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firecracker_pool_failed_refill_leaks_nothing() {
+    if skip_unless_root("firecracker_pool_failed_refill_leaks_nothing") {
+        return;
+    }
     let env = Env::new("");
     let mut cfg = env.config();
     cfg.pool_sizes.insert("fc-test".into(), 1);
@@ -332,4 +344,61 @@ async fn firecracker_pool_failed_refill_leaks_nothing() {
     p.drain_pools().await.expect("drain");
     assert!(eventually(Duration::from_secs(5), || env.vm_dirs().is_empty()).await);
     env.assert_requests_match_spec();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firecracker_network_user_gets_its_own_tap_and_releases_it() {
+    let root = rustix::process::geteuid().is_root();
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .is_ok();
+    if !root || !tun {
+        eprintln!(
+            "skipped: firecracker tap test needs root and /dev/net/tun (root: {root}, tun: {tun})"
+        );
+        return;
+    }
+    let env = Env::new("");
+    let p = env.provider();
+    let mut spec = env.spec();
+    spec.network = ignis_vm::NetworkPolicy::User;
+    let vm = p.allocate(&spec).await.expect("allocate with network");
+    let tap_of = |r: &VmRecord| {
+        r.paths
+            .iter()
+            .find(|p| p.starts_with("/sys/class/net"))
+            .cloned()
+            .expect("tap recorded")
+    };
+    let tap = tap_of(&vm.record);
+    assert!(
+        tap.exists(),
+        "tap {} missing while the VM lives",
+        tap.display()
+    );
+    let snap = p.snapshot(&vm, "net").await.expect("snapshot");
+    let clone = p.restore(&snap, &spec).await.expect("restore with network");
+    let clone_tap = tap_of(&clone.record);
+    assert_ne!(tap, clone_tap, "each clone gets its own tap");
+    let records = vec![vm.record.clone(), clone.record.clone()];
+    p.release(&vm).await.expect("release");
+    p.release(&clone).await.expect("release clone");
+    assert!(
+        !tap.exists() && !clone_tap.exists(),
+        "taps survived release"
+    );
+    assert_nothing_leaked(&env, &records);
+    let seen = env.assert_requests_match_spec();
+    assert!(
+        seen.contains("PUT /network-interfaces/{iface_id}"),
+        "{seen:?}"
+    );
+    let load = env
+        .requests()
+        .into_iter()
+        .find(|r| r["path"] == "/snapshot/load")
+        .expect("load");
+    assert_eq!(load["body"]["network_overrides"][0]["iface_id"], "eth0");
 }

@@ -7,6 +7,9 @@
 //! it as passed; run it with `-- --ignored`, and it FAILS (not skips) when the host is not
 //! ready. `firecracker_real_skip_notice` always runs and prints `skipped: <reason>` loudly.
 
+// An integration-test crate is test-only by construction.
+#![allow(clippy::tests_outside_test_module)]
+
 use ignis_agent::ExecRequest;
 use ignis_vm::{
     Backend, FirecrackerConfig, FirecrackerProvider, NetworkPolicy, Vm, VmProvider, VmSpec,

@@ -383,6 +383,16 @@ impl Server {
                         "The id from the path does not match the id from the body!",
                     );
                 }
+                // Firecracker opens the tap by name: it must exist on the host.
+                let tap = text(&body, "host_dev_name");
+                if !Path::new("/sys/class/net").join(&tap).exists() {
+                    return fault(
+                        400,
+                        format!(
+                            "Could not create the network device: Open tap device failed: {tap}"
+                        ),
+                    );
+                }
                 st.net.insert(text(&body, "iface_id"), body);
                 st.configured.push("network-interfaces".into());
                 Answer::NoContent
@@ -513,6 +523,27 @@ impl Server {
             v["uds_path"] = o.clone();
         } else if body.get("vsock_override").is_some() {
             return Err("vsock_override given but the snapshot has no vsock device".into());
+        }
+        for o in body
+            .get("network_overrides")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let iface = o
+                .get("iface_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let tap = o
+                .get("host_dev_name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if snap.pointer(&format!("/net/{iface}")).is_none() {
+                return Err(format!("network override for unknown interface {iface}"));
+            }
+            if !Path::new("/sys/class/net").join(tap).exists() {
+                return Err(format!("Open tap device failed: {tap}"));
+            }
         }
         let boot = snap.get("boot").cloned().unwrap_or(Value::Null);
         st.machine = snap.get("machine").cloned();
