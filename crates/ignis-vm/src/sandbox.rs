@@ -25,7 +25,9 @@
 //! range of 65536 ids at `uid_base + slot * 65536` (default base 2_000_000_000, 16384 slots
 //! handed out round-robin), so two sandboxes never share a host uid and none is the host's
 //! root. Running as an ordinary user, only the caller's own uid/gid is mapped to 0 (no
-//! `newuidmap` needed); host files then show as `nobody` inside and `apt-get` cannot work.
+//! `newuidmap` needed); host files then show as `nobody` inside and `apt-get` cannot work,
+//! and the image must be a directory without mount points: the kernel refuses a lower layer
+//! whose submounts are locked, which is what the host root `/` is to an ordinary user.
 //!
 //! # Root filesystem
 //! overlayfs: lowers are the image directory (`/` = the host's root filesystem, without its
@@ -33,7 +35,8 @@
 //! `mount_setattr(MOUNT_ATTR_IDMAP)` so host root's files appear root-owned inside; the upper and
 //! work dirs live on a per-session tmpfs (size = `disk_mib`) that only exists inside the
 //! sandbox's mount namespace, so a session leaves no mount and no directory on the host and
-//! the tmpfs vanishes with the namespace. The host's `/root`, `/home`, `/run` and `/tmp` are
+//! the tmpfs vanishes with the namespace. (Its pages are charged to the session's memory
+//! cgroup: what a job writes counts against its memory limit.) The host's `/root`, `/home`, `/run` and `/tmp` are
 //! masked with opaque upper directories. Inside: fresh `/proc`, minimal `/dev` (null, zero, full,
 //! random, urandom, tty bound from the host; `/dev/pts`, `/dev/shm`), read-only `/sys` when the
 //! network namespace is ours, and the GitHub layout `/home/runner/work` (workspace root),
@@ -113,6 +116,13 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// As an ordinary user the image must hold no mount points (user error in the profile):
+    /// the kernel refuses a lower layer with locked submounts, which the host root has.
+    #[error(
+        "image {0} contains mount points, which an ordinary user cannot use as a lower layer; \
+         use an image directory without submounts or run ignis as root"
+    )]
+    UnprivilegedImage(PathBuf),
     /// `pasta` is needed for `network = "user"` but not installed (host problem).
     #[error("network = \"user\" needs `pasta` (Debian package `passt`), which is not installed")]
     PastaMissing,
@@ -284,7 +294,7 @@ struct Live {
     cgroup: SessionCgroup,
     /// The scratch tmpfs (upper/, work/) as the child handed it over.
     scratch: OwnedFd,
-    /// Host uid that root inside maps to (0 = unprivileged mode, ids not shifted).
+    /// Host uid that root inside maps to (`None` = unprivileged mode, ids not shifted).
     uid_base: Option<u32>,
     /// Snapshot layers below this sandbox's upper (newest first).
     layers: Vec<String>,
@@ -555,7 +565,8 @@ impl Drop for LaunchGuard {
 }
 
 /// Dropping the provider releases every sandbox it still holds (RAII: a panicking caller
-/// leaves nothing behind). Leaked sandboxes ([`SandboxProvider::leak`]) are not touched.
+/// leaves nothing behind) and deletes its snapshot layers. Leaked sandboxes
+/// ([`SandboxProvider::leak`]) are not touched.
 impl Drop for Inner {
     fn drop(&mut self) {
         let live = match self.live.get_mut() {
@@ -565,6 +576,18 @@ impl Drop for Inner {
         for (id, l) in live {
             if let Err(e) = stop_live(&id, l) {
                 tracing::warn!(vm = %id, error = %chain(&e), "releasing sandbox on drop failed");
+            }
+        }
+        // Snapshots are known to this provider only (the registry is in memory), so their
+        // layers would be orphans once it is gone.
+        let snaps = match self.snapshots.get_mut() {
+            Ok(m) => std::mem::take(m),
+            Err(p) => std::mem::take(p.into_inner()),
+        };
+        let store = self.config.state_dir.join("snapshots");
+        for name in snaps.keys() {
+            if let Err(e) = std::fs::remove_dir_all(store.join(name)) {
+                tracing::warn!(snapshot = %name, error = %e, "removing snapshot layer failed");
             }
         }
     }
@@ -793,6 +816,9 @@ impl Inner {
                 Some((step, errno, _)) => {
                     let source = io::Error::from_raw_os_error(errno);
                     return Err(match Step::from_u32(step) {
+                        Some(Step::MountOverlay) if !self.root && errno == libc::EINVAL => {
+                            SandboxError::UnprivilegedImage(spec.image.clone())
+                        }
                         Some(step) => SandboxError::Child { step, source },
                         None => SandboxError::Control(source),
                     });
@@ -1018,7 +1044,7 @@ fn stop_live(id: &str, live: Live) -> Result<(), SandboxError> {
             id: id.to_owned(),
             source,
         })?;
-    let _ = live.pid;
+    tracing::debug!(vm = id, pid = live.pid, "sandbox stopped");
     Ok(())
 }
 
@@ -1153,10 +1179,11 @@ fn reap_record(record: &VmRecord) -> Result<(), VmError> {
         }
     }
     for m in &record.mounts {
-        if let Err(e) = rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH) {
-            if e != rustix::io::Errno::INVAL && e != rustix::io::Errno::NOENT {
-                return Err(err(format!("detaching {}", m.display()), e.into()));
-            }
+        if let Err(e) = rustix::mount::unmount(m.as_path(), rustix::mount::UnmountFlags::DETACH)
+            && e != rustix::io::Errno::INVAL
+            && e != rustix::io::Errno::NOENT
+        {
+            return Err(err(format!("detaching {}", m.display()), e.into()));
         }
     }
     cgroup::remove_dirs(&record.cgroups).map_err(|e| err("removing cgroups".into(), e))?;

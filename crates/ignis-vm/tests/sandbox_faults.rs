@@ -1,5 +1,6 @@
 //! A sandbox that fails half-way through allocation releases what it got. One test in this
 //! binary, so the host inspection below sees no other sandbox of this process.
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 use ignis_vm::sandbox::{Init, SandboxError, SandboxProvider, Step};
 use ignis_vm::{Backend, NetworkPolicy, VmProvider, VmSpec};

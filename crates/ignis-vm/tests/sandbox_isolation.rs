@@ -1,6 +1,7 @@
 //! Isolation and cleanup of the sandbox backend, checked by inspecting the host.
 //! Needs root (skips loudly otherwise) and the `ignis-agent` binary (built by
 //! `cargo test --workspace`; skips loudly when missing).
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 use ignis_agent::{ExecOutput, ExecRequest};
 use ignis_vm::sandbox::{SandboxProvider, process_start_time};
@@ -352,6 +353,10 @@ async fn snapshot_then_restore_sees_files_written_before_the_snapshot() {
         p.snapshot(&restored, "x").await.is_err(),
         "snapshot of a released vm"
     );
+    let layer = p.config().state_dir.join("snapshots").join(&name);
+    assert!(layer.is_dir());
+    drop(p);
+    assert!(!layer.exists(), "snapshot layer outlived its provider");
 }
 
 #[tokio::test]
@@ -376,4 +381,41 @@ async fn reap_cleans_up_a_sandbox_whose_owner_crashed() {
     // Reaping twice is harmless.
     fresh.reap(&record).await.expect("reap again");
     drop(vm);
+}
+
+#[tokio::test]
+async fn host_network_policy_shares_the_host_loopback() {
+    let Some(p) = provider() else { return };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut s = spec();
+    s.network = NetworkPolicy::Host;
+    let vm = p.allocate(&s).await.expect("allocate");
+    let out = sh(
+        &vm,
+        &format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected"),
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "connected", "{}", text(&out.stderr));
+    p.release(&vm).await.expect("release");
+    assert_gone(&vm.record);
+}
+
+#[tokio::test]
+async fn user_network_without_pasta_is_a_clear_error() {
+    let Some(p) = provider() else { return };
+    let has_pasta = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join("pasta").is_file()));
+    if has_pasta {
+        eprintln!("skipped: pasta is installed here");
+        return;
+    }
+    let mut s = spec();
+    s.network = NetworkPolicy::User;
+    let err = p
+        .allocate(&s)
+        .await
+        .expect_err("user network without pasta");
+    assert!(err.to_string().contains("pasta"), "{err}");
+    assert!(p.live_ids().is_empty());
 }

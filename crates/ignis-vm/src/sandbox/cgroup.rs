@@ -106,9 +106,9 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && i + 3 <= b.len() - 1 + 1 {
-            let oct = &s[i + 1..(i + 4).min(s.len())];
-            if let Ok(v) = u8::from_str_radix(oct, 8) {
+        if b[i] == b'\\' && i + 4 <= b.len() {
+            let oct = std::str::from_utf8(&b[i + 1..i + 4]).ok();
+            if let Some(v) = oct.and_then(|o| u8::from_str_radix(o, 8).ok()) {
                 out.push(v);
                 i += 4;
                 continue;
@@ -282,14 +282,12 @@ fn remove_one(dir: &Path) -> io::Result<()> {
     let mut delay = Duration::from_micros(50);
     for _ in 0..200 {
         let killed_v2 = fs::write(dir.join("cgroup.kill"), "1").is_ok();
-        if !killed_v2 {
-            if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-                for pid in procs
-                    .split_whitespace()
-                    .filter_map(|p| p.parse::<u32>().ok())
-                {
-                    let _ = super::sys::kill_pid(pid, libc::SIGKILL);
-                }
+        if !killed_v2 && let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
+            for pid in procs
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+            {
+                let _ = super::sys::kill_pid(pid, libc::SIGKILL);
             }
         }
         match fs::remove_dir(dir) {

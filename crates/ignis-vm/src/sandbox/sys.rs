@@ -420,16 +420,22 @@ pub fn child_wait_go(fd: RawFd) -> io::Result<()> {
     }
 }
 
+// NOTE: the three id calls below are raw syscalls on purpose. glibc's setgroups/setresuid/
+// setresgid broadcast the change to every thread it knows of (SIGSETXID) and wait for them;
+// after clone3 the child still has the parent's thread list, so the wrappers can hang forever.
+// The child is single-threaded, so the per-thread raw syscall is exactly right.
+
 /// Drops supplementary groups (host root's groups are unmapped inside).
 pub fn child_setgroups_empty() -> io::Result<()> {
     // SAFETY: zero-length list, null pointer allowed.
-    cvt(unsafe { libc::setgroups(0, std::ptr::null()) }).map(drop)
+    cvt_long(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })
+        .map(drop)
 }
 
 /// Becomes gid 0 of the user namespace (host gid = the mapped base).
 pub fn child_setresgid0() -> io::Result<()> {
     // SAFETY: no pointers.
-    cvt(unsafe { libc::setresgid(0, 0, 0) }).map(drop)
+    cvt_long(unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) }).map(drop)
 }
 
 /// Becomes uid 0 of the user namespace. Before this the child still has the host's kuid (0 when
@@ -437,7 +443,7 @@ pub fn child_setresgid0() -> io::Result<()> {
 /// base, never the host's root.
 pub fn child_setresuid0() -> io::Result<()> {
     // SAFETY: no pointers.
-    cvt(unsafe { libc::setresuid(0, 0, 0) }).map(drop)
+    cvt_long(unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) }).map(drop)
 }
 
 /// Enters new namespaces after clone (used for the cgroup namespace, created once the host put
