@@ -564,18 +564,21 @@ fn device_check(name: &str, dev: &str, fix: &str) -> Check {
 
 /// `ignis vm doctor [--json]`: print the report; exit 0 when the default backend works.
 pub fn cli(json: bool) -> std::process::ExitCode {
+    use std::io::Write;
     let report = run();
-    if json {
+    let text = if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => text + "\n",
             Err(e) => {
                 eprintln!("ignis vm doctor: encoding the report: {e}");
                 return std::process::ExitCode::from(2);
             }
         }
     } else {
-        print!("{}", report.render());
-    }
+        report.render()
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
     if report.default_backend_ok {
         std::process::ExitCode::SUCCESS
     } else {

@@ -6,8 +6,18 @@ use std::process::ExitCode;
 pub enum VmCommand {
     /// List live sessions.
     Ls,
+    /// What this host has and lacks for each backend (sandbox, qemu, firecracker), with the
+    /// exact fix for each gap. Exits 0 when the default backend (sandbox) works.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-pub fn run(_cmd: VmCommand) -> anyhow::Result<ExitCode> {
+pub fn run(cmd: VmCommand) -> anyhow::Result<ExitCode> {
+    if let VmCommand::Doctor { json } = cmd {
+        return Ok(ignis_vm::doctor::cli(json));
+    }
     anyhow::bail!("ignis vm is not implemented yet")
 }
