@@ -1,7 +1,8 @@
 //! Parse + validate + plan every workflow of the act conformance suite
 //! (`shared/conformance/act/cases`, located from `CARGO_MANIFEST_DIR`), one benchmark per
-//! workflow file, plus one that does the whole suite per iteration. Criterion's median per
-//! benchmark is the number reported in `BENCHMARKS.md`.
+//! workflow file (`parse_validate_plan/*`), the planner alone on each valid parsed workflow
+//! (`plan_only/*`), and the whole suite per iteration (`whole_suite`). Criterion's median
+//! per benchmark is the number reported in `BENCHMARKS.md`.
 //!
 //! Run: `cargo bench -p ignis-workflow --bench plan -- --warm-up-time 1 --measurement-time 3`
 
@@ -77,6 +78,30 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+
+    // The planner alone, on the already parsed valid workflows: what `plan()` adds to parsing.
+    let parsed: Vec<(String, ignis_workflow::model::Workflow, String)> = all
+        .iter()
+        .filter_map(|(file, source, event)| {
+            ignis_workflow::parse(file, source)
+                .ok()
+                .map(|w| (file.clone(), w, event.clone()))
+        })
+        .collect();
+    let mut group = c.benchmark_group("plan_only");
+    for (file, workflow, event) in &parsed {
+        group.bench_function(file.as_str(), |b| {
+            b.iter(|| {
+                let options = PlanOptions {
+                    event: Some(event),
+                    ..PlanOptions::default()
+                };
+                plan(black_box(workflow), &options).map_or(0, |p| p.run_count())
+            });
+        });
+    }
+    group.finish();
+
     c.bench_function("whole_suite", |b| {
         b.iter(|| {
             all.iter()
