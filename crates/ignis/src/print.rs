@@ -47,16 +47,6 @@ impl HumanPrinter {
             show_summaries: true,
         }
     }
-
-    /// All step summaries, in order, for `--summary FILE`.
-    pub fn summaries_markdown(&self) -> String {
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.summaries
-            .iter()
-            .map(|(_, md)| md.as_str())
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
 }
 
 fn result_word(r: StepResult) -> &'static str {
@@ -275,6 +265,33 @@ impl EventSink for HumanPrinter {
             }
             _ => Ok(()),
         };
+    }
+}
+
+/// Collects step summaries for `--summary FILE`, whatever printer is active.
+#[derive(Debug, Default)]
+pub struct SummaryCollector {
+    parts: Mutex<Vec<String>>,
+}
+
+impl SummaryCollector {
+    /// Every step summary of the run, in order, as one markdown document.
+    pub fn markdown(&self) -> String {
+        self.parts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+}
+
+impl EventSink for SummaryCollector {
+    fn event(&self, ev: &Stamped) {
+        if let RunEvent::StepSummary { markdown, .. } = &ev.event {
+            self.parts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(markdown.clone());
+        }
     }
 }
 

@@ -199,3 +199,31 @@ fn sigint_cancels_runs_always_steps_and_releases() {
     );
     assert_eq!(of_type(&events, "run_finished")[0]["result"], "cancelled");
 }
+
+#[test]
+fn step_summaries_go_to_the_summary_file_masked() {
+    if !agent_available() {
+        return;
+    }
+    let dir = repo(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo \"## built with ${{ secrets.K }}\" >> \"$GITHUB_STEP_SUMMARY\"\n",
+    );
+    let file = dir.path().join("summary.md");
+    let file_arg = file.display().to_string();
+    let (code, events) = ignis(
+        dir.path(),
+        &[
+            "--json",
+            "--backend",
+            "fake",
+            "-s",
+            "K=kval-123",
+            "--summary",
+            &file_arg,
+        ],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(of_type(&events, "step_summary").len(), 1);
+    let md = std::fs::read_to_string(&file).expect("summary file");
+    assert_eq!(md.trim(), "## built with ***");
+}

@@ -1,7 +1,7 @@
 //! `ignis run`: run the workflows of a repository for an event, like `act`, but each run in
 //! its own isolated session (one VM per run). Flags follow act's names where act has them.
 
-use crate::print::{HumanPrinter, JsonPrinter, TimelinePrinter};
+use crate::print::{HumanPrinter, JsonPrinter, SummaryCollector, TimelinePrinter};
 use crate::workflows;
 use anyhow::{Context, bail};
 use ignis_runner::events::{EventBus, JobResult};
@@ -325,6 +325,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
         let bus = EventBus::new();
         let human = Arc::new(HumanPrinter::new());
+        let summaries = Arc::new(SummaryCollector::default());
+        bus.subscribe(summaries.clone());
         if args.json {
             bus.subscribe(Arc::new(JsonPrinter::default()));
         } else {
@@ -384,7 +386,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         bus.finish();
         if let Some(path) = &args.summary {
-            std::fs::write(path, human.summaries_markdown())
+            std::fs::write(path, summaries.markdown())
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(if failed {
