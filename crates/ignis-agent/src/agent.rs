@@ -1044,6 +1044,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn random_payloads_get_errors_and_never_stop_the_agent() {
+        let (mut host, task) = start_agent();
+        // Deterministic xorshift: reproducible without a dependency.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut sent = 0;
+        while sent < 500 {
+            let len = (next() % 48) as usize;
+            let payload: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            // Payloads that happen to be valid requests are not sent: they could act on the host
+            // (write a file, run a command); only garbage is the point here.
+            if protocol::decode::<RequestFrame>(&payload).is_ok() {
+                continue;
+            }
+            send_raw(&mut host, &payload).await;
+            let answer = recv(&mut host).await;
+            assert!(
+                matches!(answer.body, Response::Error { .. }),
+                "{payload:?} -> {answer:?}"
+            );
+            sent += 1;
+        }
+        send(&mut host, 1, Request::Ping).await;
+        assert_eq!(recv(&mut host).await.body, Response::Pong);
+        drop(host);
+        assert_eq!(
+            task.await.expect("join").expect("serve"),
+            ServeEnd::HostGone
+        );
+    }
+
+    #[tokio::test]
     async fn oversized_frame_is_skipped_with_error_reply() {
         let (mut host, task) = start_agent();
         let big = protocol::encode(&RequestFrame {
