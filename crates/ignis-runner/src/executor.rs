@@ -5,10 +5,12 @@
 
 mod exprs;
 mod job;
+mod managed;
 mod process;
 pub mod sessions;
 
 pub use job::{DEFAULT_JOB_TIMEOUT_MINUTES, LegResult, LegSpec};
+pub use managed::ManagerSessions;
 pub use sessions::{LiveSession, ProviderSessions, SessionInfo, SessionSource};
 
 use crate::events::{EventBus, JobResult, Phase, RunEvent};
@@ -771,14 +773,7 @@ impl WorkflowExecutor {
         let legs = match ignis_workflow::plan::job_matrix(job, &ctx, &filter, true) {
             Ok(ignis_workflow::plan::JobMatrix::Legs(legs)) => Some(
                 legs.into_iter()
-                    .map(|l| {
-                        let values: serde_json::Map<String, serde_json::Value> = l
-                            .values
-                            .into_iter()
-                            .map(|(k, v)| (k, serde_json::Value::from(v)))
-                            .collect();
-                        (values, l.name)
-                    })
+                    .map(|l| (l.values.into_iter().collect(), l.name))
                     .collect::<Vec<_>>(),
             ),
             Ok(ignis_workflow::plan::JobMatrix::Deferred) => {
