@@ -6,7 +6,7 @@ use crate::workflows;
 use anyhow::{Context, bail};
 use ignis_runner::events::{EventBus, JobResult};
 use ignis_runner::executor::{
-    CancelSignals, ExecutorConfig, Isolation, ProviderSessions, RunRequest, WorkflowExecutor,
+    CancelSignals, ExecutorConfig, Isolation, ManagerSessions, RunRequest, WorkflowExecutor,
 };
 use ignis_runner::runtime::contexts::RunInfo;
 use ignis_runner::runtime::env::parse_dotenv;
@@ -310,12 +310,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         };
-        let sessions = Arc::new(ProviderSessions::new(
-            provider,
-            profiles,
-            backend,
-            args.max_sessions,
-        ));
+        // Sessions come from the SessionManager: its limit (--max-sessions), persisted
+        // records, and a reaper for what a crashed ignis left behind.
+        let mut profiles = profiles;
+        if let Some(b) = backend {
+            for p in profiles.profiles.values_mut() {
+                p.backend = b;
+            }
+        }
+        let manager = match ignis_runner::session::SessionManager::builder()
+            .max_concurrent_sessions(args.max_sessions.max(1))
+            .profiles(profiles)
+            .provider(provider)
+            .build()
+        {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("ignis: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        };
+        for report in manager.reap_orphans().await {
+            eprintln!(
+                "ignis: reaped session {} (vm {}) left by process {}: {}",
+                report.session_id,
+                report.vm_id,
+                report.owner_pid,
+                report
+                    .result
+                    .as_ref()
+                    .map(|_| "released".to_string())
+                    .unwrap_or_else(|e| e.clone())
+            );
+        }
+        let sessions = Arc::new(ManagerSessions::new(manager));
         let mut config = ExecutorConfig::new(repo_dir.clone());
         config.isolation = match args.isolation {
             IsolationArg::Workflow => Isolation::Workflow,
