@@ -141,6 +141,26 @@ pub fn triggers(on: &On, input: &TriggerInput<'_>) -> Result<bool, TriggerError>
 pub fn check_filters(on: &On) -> Vec<TriggerError> {
     let mut errors = Vec::new();
     for (event, trigger) in &on.events {
+        if let Trigger::Other(other) = trigger {
+            for filter in ["branches", "branches-ignore"] {
+                let patterns: Vec<&str> = other
+                    .config
+                    .get(filter)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                if let Err(source) = FilterList::new(&patterns) {
+                    errors.push(TriggerError {
+                        event: event.clone(),
+                        filter,
+                        source,
+                    });
+                }
+            }
+            continue;
+        }
         let (Trigger::Push(f) | Trigger::PullRequest(f) | Trigger::PullRequestTarget(f)) = trigger
         else {
             continue;
@@ -622,6 +642,16 @@ mod tests {
         assert!(!run("Build", "releases/10-alpha"));
         assert!(!run("Build", "main"));
         assert!(!run("Test", "releases/10"));
+        let bad = on(vec![(
+            "workflow_run",
+            Trigger::Other(OtherTrigger {
+                types: vec![],
+                config: json!({"branches-ignore": ["a", "[]"]}),
+            }),
+        )]);
+        let errors = check_filters(&bad);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].filter, "branches-ignore");
     }
 
     #[test]
