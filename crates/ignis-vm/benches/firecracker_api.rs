@@ -98,6 +98,25 @@ async fn run() {
     .expect("wrapper");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // The fake's own start-up (spec parse + validator compile) is part of every allocation
+    // below; measure it alone so it can be subtracted.
+    let mut startup = Vec::new();
+    for i in 0..20 {
+        let sock = dir.path().join(format!("s{i}.sock"));
+        let t = Instant::now();
+        let mut c = tokio::process::Command::new(&wrapper)
+            .arg("--api-sock")
+            .arg(&sock)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn fake");
+        while tokio::net::UnixStream::connect(&sock).await.is_err() {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        startup.push(t.elapsed());
+        let _ = c.kill().await;
+    }
+    report("fake process start to api socket ready", startup);
     let mut cfg = FirecrackerConfig::from_env(dir.path());
     cfg.firecracker_bin = wrapper;
     cfg.kernel = kernel;
