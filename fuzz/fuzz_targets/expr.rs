@@ -20,8 +20,16 @@ fn context(status: Status, hash: expr::HashFilesFn<'_>) -> EvalContext<'_> {
     let mut ctx = EvalContext::new()
         .with("github", Value::from(github))
         .with("env", Value::from(serde_json::json!({"A": "1", "B": ""})))
-        .with("matrix", Value::from(serde_json::json!({"os": "linux", "n": [1, 2]})))
-        .with("needs", Value::from(serde_json::json!({"a": {"result": "success", "outputs": {"x": "{\"k\":[1]}"}}})))
+        .with(
+            "matrix",
+            Value::from(serde_json::json!({"os": "linux", "n": [1, 2]})),
+        )
+        .with(
+            "needs",
+            Value::from(
+                serde_json::json!({"a": {"result": "success", "outputs": {"x": "{\"k\":[1]}"}}}),
+            ),
+        )
         .with_status(status)
         .with_hash_files(hash);
     // Keep runs fast: a small memory cap still exercises the limit paths.
