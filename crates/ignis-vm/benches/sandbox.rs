@@ -20,7 +20,12 @@ fn spec() -> VmSpec {
         memory_mib: 2048,
         disk_mib: 2048,
         pids_max: Some(1024),
-        network: NetworkPolicy::None,
+        // `IGNIS_BENCH_NET=host` measures without a network namespace (whose creation and
+        // asynchronous teardown dominate the tail).
+        network: match std::env::var("IGNIS_BENCH_NET").as_deref() {
+            Ok("host") => NetworkPolicy::Host,
+            _ => NetworkPolicy::None,
+        },
     }
 }
 
