@@ -110,6 +110,8 @@ pub(crate) struct JobRunner {
     job_steps: ExprMap,
     /// Cancellation of the step being run (see [`JobRunner::arm_step_token`]).
     step_cancel: CancellationToken,
+    /// The command number whose file command files already exist.
+    prepared_seq: Option<u32>,
 }
 
 fn to_value(v: &serde_json::Value) -> Value {
@@ -206,6 +208,7 @@ impl JobRunner {
             job_failed: false,
             job_steps: ExprMap::new(),
             step_cancel: CancellationToken::new(),
+            prepared_seq: None,
         }
     }
 
@@ -701,17 +704,10 @@ impl JobRunner {
             .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
             .is_some_and(|v| v == "true");
         // GitHub creates the file command files before the step (the toolkit refuses to
-        // append to a missing file). The five writes are pipelined: about one round trip.
-        {
-            let agent = &self.session.agent;
-            let (a, b, c, d, e) = tokio::join!(
-                agent.write_file(&files.env, Vec::new(), 0o666),
-                agent.write_file(&files.output, Vec::new(), 0o666),
-                agent.write_file(&files.state, Vec::new(), 0o666),
-                agent.write_file(&files.path, Vec::new(), 0o666),
-                agent.write_file(&files.summary, Vec::new(), 0o666),
-            );
-            if let Some(err) = [a, b, c, d, e].into_iter().find_map(Result::err) {
+        // append to a missing file). Usually the previous command already created them
+        // while its own files were read back (see below), which saves a round trip.
+        if self.prepared_seq != Some(files.seq) {
+            if let Err(err) = self.create_file_commands(&files).await {
                 self.system(
                     step_id,
                     &format!("##[error]creating the file command files: {err}"),
@@ -757,7 +753,14 @@ impl JobRunner {
             self.path.add(p);
         }
         let mut ok = ended.success();
-        match self.read_file_commands(step_id, &files).await {
+        // Read this command's files and create the next command's in the same round trip.
+        let next = FilePaths::new(&self.dirs.files, self.seq + 1);
+        let (read, created) = tokio::join!(
+            self.read_file_commands(step_id, &files),
+            self.create_file_commands(&next)
+        );
+        self.prepared_seq = created.is_ok().then_some(next.seq);
+        match read {
             Ok(fc) => {
                 for (k, v) in fc.env {
                     self.env.insert(k, v);
@@ -774,6 +777,22 @@ impl JobRunner {
             }
         }
         (ok, outputs, state)
+    }
+
+    /// Create the five (empty) file command files of one command: pipelined writes.
+    async fn create_file_commands(&self, files: &FilePaths) -> Result<(), ignis_agent::AgentError> {
+        let agent = &self.session.agent;
+        let (a, b, c, d, e) = tokio::join!(
+            agent.write_file(&files.env, Vec::new(), 0o666),
+            agent.write_file(&files.output, Vec::new(), 0o666),
+            agent.write_file(&files.state, Vec::new(), 0o666),
+            agent.write_file(&files.path, Vec::new(), 0o666),
+            agent.write_file(&files.summary, Vec::new(), 0o666),
+        );
+        match [a, b, c, d, e].into_iter().find_map(Result::err) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     async fn read_file_commands(
@@ -1341,6 +1360,7 @@ impl JobRunner {
 /// Paths of the file command files of one command.
 #[derive(Debug, Clone)]
 pub(crate) struct FilePaths {
+    seq: u32,
     stem: String,
     env: String,
     output: String,
@@ -1353,6 +1373,7 @@ impl FilePaths {
     fn new(dir: &str, seq: u32) -> Self {
         let stem = format!("step-{seq}");
         FilePaths {
+            seq,
             env: format!("{dir}/{stem}.env"),
             output: format!("{dir}/{stem}.output"),
             state: format!("{dir}/{stem}.state"),
