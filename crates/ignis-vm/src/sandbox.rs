@@ -50,7 +50,7 @@
 //! egress; without `pasta` allocation fails with a clear error.
 //!
 //! # Cgroups
-//! See [`cgroup`](self::cgroup): memory, pids and CPU limits per session, v2 where enabled,
+//! Memory, pids and CPU limits per session, v2 where enabled,
 //! else v1; a controller usable nowhere is reported once with `tracing::warn!` and skipped.
 //!
 //! # Snapshots
