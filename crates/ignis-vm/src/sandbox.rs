@@ -750,9 +750,7 @@ impl Inner {
         if spec.network != NetworkPolicy::Host {
             flags |= libc::CLONE_NEWNET;
         }
-        // SAFETY: `child::run` only walks the pre-built plan and makes async-signal-safe calls;
-        // it ends with exec or _exit. `plan` and `args` outlive the clone in this frame.
-        let cloned = unsafe { sys::clone_sandbox(flags as u64, child::run, &(&plan, &args)) };
+        let cloned = sys::clone_sandbox_child(flags as u64, &(&plan, &args));
         let cloned = cloned.map_err(|e| match e.raw_os_error() {
             Some(errno @ (libc::EPERM | libc::ENOSPC | libc::EACCES | libc::EUSERS)) => {
                 SandboxError::UserNamespaces(userns_diagnosis(errno, |k| {

@@ -193,7 +193,7 @@ pub struct Cloned {
 /// `child` runs in a copy of a multi-threaded process: it must only make async-signal-safe
 /// calls (the child-side wrappers of this module), must not allocate, lock or panic, and must
 /// never return (it ends with exec or `_exit`).
-pub unsafe fn clone_sandbox<T>(flags: u64, child: fn(&T) -> !, arg: &T) -> io::Result<Cloned> {
+unsafe fn clone_sandbox<T>(flags: u64, child: fn(&T) -> !, arg: &T) -> io::Result<Cloned> {
     let mut pidfd: libc::c_int = -1;
     // SAFETY: all-zero is a valid clone_args (no stack, no tls, no set_tid).
     let mut args: libc::clone_args = unsafe { std::mem::zeroed() };
@@ -233,6 +233,17 @@ pub unsafe fn clone_sandbox<T>(flags: u64, child: fn(&T) -> !, arg: &T) -> io::R
         pid: ret as u32,
         pidfd,
     })
+}
+
+/// Clones the sandbox's first process, which runs [`super::child::run`] on `plan` (the safe
+/// entry point; the only caller of [`clone_sandbox`]).
+pub fn clone_sandbox_child(
+    flags: u64,
+    plan: &(&super::child::ChildPlan, &super::child::ExecArgs),
+) -> io::Result<Cloned> {
+    // SAFETY: child::run only walks the pre-built plan and makes the async-signal-safe calls of
+    // this module; it ends with exec or _exit and never returns. `plan` outlives the clone.
+    unsafe { clone_sandbox(flags, super::child::run, plan) }
 }
 
 fn unsafe_sigset_full() -> libc::sigset_t {
