@@ -11,9 +11,14 @@ pub mod profile;
 pub mod firecracker;
 /// The sandbox backend: Linux namespaces + overlayfs + cgroups, the default (no KVM).
 pub mod sandbox;
+/// Guest images (kernel + initramfs with the agent) for the VM backends: build, cache, list.
+pub mod image;
+/// The QEMU backend: a `microvm` per VM, KVM when a guest can really boot, TCG otherwise.
+pub mod qemu;
 /// `ignis vm doctor`: what this host has and lacks for each backend, with the fix.
 pub mod doctor;
 
 pub use firecracker::{FirecrackerConfig, FirecrackerProvider};
+pub use qemu::{QemuConfig, QemuProvider};
 pub use sandbox::{SandboxConfig, SandboxProvider};
 pub use provider::{Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec};

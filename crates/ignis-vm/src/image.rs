@@ -1,0 +1,781 @@
+//! Guest images for the VM backends: a kernel from Debian's cloud kernel package and an
+//! initramfs whose init starts the ignis agent on a virtio-serial port.
+//!
+//! Images are cached under `<cache>/images/<key>` where the key is a hash of every input (kernel
+//! package and version, the bytes of the agent and of each host program copied in, the recipe
+//! version), so a rebuilt agent gives a new image and an unchanged host reuses the old one.
+//! Kernels are cached separately under `<cache>/kernels/<package>_<version>` so a new agent
+//! does not download the kernel again.
+//!
+//! The root filesystem is an initramfs (newc cpio, uncompressed: under TCG decompressing costs
+//! more than copying): busybox-static for the basic tools, bash and git with their shared
+//! libraries (found with `ldd`), the agent, the virtio modules the cloud kernel builds as
+//! modules, and a small `/init` that mounts the pseudo filesystems, loads the modules and
+//! `exec`s the agent on the port named `ignis.agent`.
+
+/// The newc cpio writer.
+pub mod cpio;
+/// ELF `vmlinux` extraction from a bzImage.
+pub mod vmlinux;
+
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Overrides the cache directory (images, kernels).
+pub const CACHE_DIR_ENV: &str = "IGNIS_CACHE_DIR";
+/// Bumped when the recipe (init script, layout) changes, so old images are not reused.
+const RECIPE_VERSION: &str = "ignis-initramfs-1";
+/// The meta package whose dependency names the versioned cloud kernel.
+pub const DEFAULT_KERNEL_META: &str = "linux-image-cloud-amd64";
+/// Modules the cloud kernel builds as `=m` and the guest needs: virtio transport over MMIO
+/// (microvm), the console/serial port for the agent, block and vsock for later use.
+const MODULES: &[&str] = &[
+    "kernel/drivers/virtio/virtio.ko",
+    "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio_mmio.ko",
+    "kernel/drivers/char/virtio_console.ko",
+    "kernel/drivers/block/virtio_blk.ko",
+    "kernel/drivers/char/hw_random/virtio-rng.ko",
+];
+/// Host programs copied into the image (with their libraries) on top of busybox: workflows
+/// expect bash; git is a single binary for local operations.
+pub const DEFAULT_PROGRAMS: &[&str] = &["bash", "git"];
+/// The port name the host gives the agent's virtio-serial port.
+pub const AGENT_PORT_NAME: &str = "ignis.agent";
+
+/// Errors building or finding images.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error("host program {0} not found in PATH (install it, e.g. apt-get install {0})")]
+    MissingProgram(String),
+    #[error("busybox not found: install busybox-static (apt-get install busybox-static)")]
+    NoBusybox,
+    #[error("busybox at {0} is not statically linked: install busybox-static")]
+    BusyboxNotStatic(PathBuf),
+    #[error("cannot resolve the kernel package from {meta}: {detail}")]
+    KernelPackage { meta: String, detail: String },
+    #[error("kernel module {0} missing from the kernel package")]
+    MissingModule(String),
+    #[error("no image {0} in the cache")]
+    NotFound(String),
+    #[error("image key {0:?} matches more than one image")]
+    Ambiguous(String),
+    #[error("bad image manifest {path}: {detail}")]
+    Manifest { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Agent(#[from] ignis_agent::AgentBinaryError),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
+    let context = context.into();
+    move |source| ImageError::Io { context, source }
+}
+
+/// ignis's cache directory: `$IGNIS_CACHE_DIR`, else `/var/cache/ignis` as root, else
+/// `$XDG_CACHE_HOME/ignis`, else `~/.cache/ignis`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os(CACHE_DIR_ENV).filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/cache/ignis");
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("ignis");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+    home.join(".cache").join("ignis")
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct ImageRecipe {
+    /// Cache root (see [`cache_dir`]).
+    pub cache_dir: PathBuf,
+    /// The agent binary to put in the image.
+    pub agent: PathBuf,
+    /// Meta package naming the kernel (its `Depends:` is the versioned image package).
+    pub kernel_meta: String,
+    /// Host programs (names in PATH) copied in with their shared libraries.
+    pub programs: Vec<String>,
+}
+
+impl ImageRecipe {
+    /// The default recipe: the agent found by [`ignis_agent::agent_binary_path`], the
+    /// cloud kernel, bash and git.
+    pub fn default_for_host() -> Result<Self, ImageError> {
+        Ok(ImageRecipe {
+            cache_dir: cache_dir(),
+            agent: ignis_agent::agent_binary_path()?,
+            kernel_meta: DEFAULT_KERNEL_META.to_owned(),
+            programs: DEFAULT_PROGRAMS.iter().map(|s| (*s).to_owned()).collect(),
+        })
+    }
+}
+
+/// What an image holds, stored as `manifest.json` in its directory.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    pub key: String,
+    pub kernel_package: String,
+    pub kernel_version: String,
+    /// `uname -r` inside the guest.
+    pub kernel_release: String,
+    pub programs: Vec<String>,
+    pub agent_sha256: String,
+    /// Seconds since the epoch.
+    pub created: u64,
+}
+
+/// A built image in the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestImage {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl GuestImage {
+    /// The compressed kernel QEMU boots.
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+    /// The ELF kernel Firecracker boots (absent when extraction failed).
+    pub fn vmlinux(&self) -> Option<PathBuf> {
+        Some(self.dir.join("vmlinux")).filter(|p| p.is_file())
+    }
+    /// The initramfs (uncompressed newc cpio).
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join("initrd.cpio")
+    }
+    /// Total bytes on disk.
+    pub fn size(&self) -> u64 {
+        fs::read_dir(&self.dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn load(dir: &Path) -> Result<Self, ImageError> {
+        let path = dir.join("manifest.json");
+        let text =
+            fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        let manifest = serde_json::from_str(&text).map_err(|e| ImageError::Manifest {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(GuestImage {
+            dir: dir.to_owned(),
+            manifest,
+        })
+    }
+}
+
+fn images_dir(cache: &Path) -> PathBuf {
+    cache.join("images")
+}
+
+/// Every image in the cache, newest first.
+pub fn list(cache: &Path) -> Result<Vec<GuestImage>, ImageError> {
+    let dir = images_dir(cache);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(format!("listing {}", dir.display()))(e)),
+    };
+    let mut out: Vec<GuestImage> = rd
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| GuestImage::load(&e.path()).ok())
+        .collect();
+    out.sort_by(|a, b| b.manifest.created.cmp(&a.manifest.created));
+    Ok(out)
+}
+
+/// The image whose key starts with `prefix`.
+pub fn find(cache: &Path, prefix: &str) -> Result<GuestImage, ImageError> {
+    let mut hits: Vec<GuestImage> = list(cache)?
+        .into_iter()
+        .filter(|i| !prefix.is_empty() && i.manifest.key.starts_with(prefix))
+        .collect();
+    match hits.len() {
+        0 => Err(ImageError::NotFound(prefix.to_owned())),
+        1 => Ok(hits.remove(0)),
+        _ => Err(ImageError::Ambiguous(prefix.to_owned())),
+    }
+}
+
+/// Delete one image.
+pub fn remove(image: &GuestImage) -> Result<(), ImageError> {
+    fs::remove_dir_all(&image.dir).map_err(io_err(format!("removing {}", image.dir.display())))
+}
+
+fn run(cmd: &mut Command) -> Result<String, ImageError> {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().map_err(io_err(format!("running {shown}")))?;
+    if !out.status.success() {
+        return Err(ImageError::Command {
+            command: shown,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The versioned kernel package the meta package depends on, and its candidate version.
+fn resolve_kernel(meta: &str) -> Result<(String, String), ImageError> {
+    let bad = |detail: String| ImageError::KernelPackage {
+        meta: meta.to_owned(),
+        detail,
+    };
+    let deps = run(Command::new("apt-cache").args(["depends", meta]))?;
+    let pkg = deps
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(str::trim)
+        .find(|p| p.starts_with("linux-image-"))
+        .ok_or_else(|| bad("no linux-image-* dependency (run apt-get update?)".into()))?
+        .to_owned();
+    let policy = run(Command::new("apt-cache").args(["policy", &pkg]))?;
+    let version = policy
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Candidate: "))
+        .map(str::trim)
+        .find(|v| *v != "(none)")
+        .ok_or_else(|| bad(format!("{pkg} has no candidate version")))?
+        .to_owned();
+    Ok((pkg, version))
+}
+
+fn sha256_file(path: &Path) -> Result<String, ImageError> {
+    let mut f = fs::File::open(path).map_err(io_err(format!("opening {}", path.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(io_err(format!("reading {}", path.display())))?;
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    if name.contains('/') {
+        return Some(PathBuf::from(name)).filter(|p| p.is_file());
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Map a host path to where it goes in the (usr-merged) image.
+fn image_path(host: &Path) -> String {
+    let s = host.to_string_lossy();
+    for (from, to) in [
+        ("/lib64/", "/usr/lib64/"),
+        ("/lib/", "/usr/lib/"),
+        ("/bin/", "/usr/bin/"),
+        ("/sbin/", "/usr/sbin/"),
+    ] {
+        if let Some(rest) = s.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    s.into_owned()
+}
+
+/// The shared libraries (and the interpreter) `ldd` reports for a binary; none for a static one.
+fn shared_libs(bin: &Path) -> Result<Vec<PathBuf>, ImageError> {
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .map_err(io_err("running ldd"))?;
+    // ldd exits 1 with "not a dynamic executable" for static binaries.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let path = match line.split_once("=>") {
+            Some((_, rhs)) => rhs.split_whitespace().next(),
+            None => line.split_whitespace().next(),
+        };
+        if let Some(p) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(p));
+        }
+    }
+    Ok(libs)
+}
+
+fn is_static(bin: &Path) -> Result<bool, ImageError> {
+    Ok(shared_libs(bin)?.is_empty())
+}
+
+/// Host files going into the image: image path -> host path.
+#[derive(Debug, Default)]
+struct Payload {
+    files: BTreeMap<String, (PathBuf, u32)>,
+}
+
+impl Payload {
+    fn add_binary(&mut self, host: &Path, at: &str) -> Result<(), ImageError> {
+        self.files.insert(at.to_owned(), (host.to_owned(), 0o755));
+        for lib in shared_libs(host)? {
+            self.files.insert(image_path(&lib), (lib, 0o755));
+        }
+        Ok(())
+    }
+}
+
+/// The `/init` script: mount, load modules, find the agent's port, hand over to the agent.
+fn init_script() -> String {
+    format!(
+        r#"#!/bin/sh
+# ignis guest init: pseudo filesystems, virtio modules, then the agent as the only service.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs -o mode=755 tmpfs /run
+ln -sf /proc/self/fd /dev/fd
+ln -sf /proc/self/fd/0 /dev/stdin
+ln -sf /proc/self/fd/1 /dev/stdout
+ln -sf /proc/self/fd/2 /dev/stderr
+hostname ignis
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+# modules have no depmod data here: retry until every dependency is in
+for pass in 1 2 3; do
+  for m in /lib/modules/ignis/*.ko; do insmod "$m" 2>/dev/null; done
+done
+port=""
+for try in $(seq 1 500); do
+  for p in /sys/class/virtio-ports/*; do
+    [ -f "$p/name" ] && [ "$(cat "$p/name")" = "{AGENT_PORT_NAME}" ] && port="/dev/${{p##*/}}"
+  done
+  [ -n "$port" ] && [ -e "$port" ] && break
+  sleep 0.01
+done
+if [ -z "$port" ]; then
+  echo "ignis-init: no virtio-serial port named {AGENT_PORT_NAME}" >/dev/console
+  poweroff -f
+fi
+mkdir -p /dev/virtio-ports
+ln -sf "$port" /dev/virtio-ports/{AGENT_PORT_NAME}
+echo "ignis-init: agent on $port" >/dev/console
+cd /
+exec /usr/bin/ignis-agent --serial "$port" --poweroff-on-exit
+"#
+    )
+}
+
+/// The directory the kernel package is unpacked into (cached per package version).
+fn ensure_kernel(cache: &Path, pkg: &str, version: &str) -> Result<PathBuf, ImageError> {
+    let safe_version = version.replace([':', '/'], "_");
+    let dir = cache.join("kernels").join(format!("{pkg}_{safe_version}"));
+    if dir.join("ok").is_file() {
+        return Ok(dir);
+    }
+    let parent = cache.join("kernels");
+    fs::create_dir_all(&parent).map_err(io_err(format!("creating {}", parent.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix(".kernel-")
+        .tempdir_in(&parent)
+        .map_err(io_err("creating a kernel work dir"))?;
+    run(Command::new("apt-get")
+        .args(["download", "-q", &format!("{pkg}={version}")])
+        .current_dir(work.path()))?;
+    let deb = fs::read_dir(work.path())
+        .map_err(io_err("listing the download dir"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .ok_or_else(|| ImageError::Command {
+            command: format!("apt-get download {pkg}"),
+            detail: "no .deb file was downloaded".into(),
+        })?;
+    let root = work.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let out = work.path().join("out");
+    fs::create_dir(&out).map_err(io_err("creating kernel out dir"))?;
+    let boot = root.join("boot");
+    let vmlinuz = fs::read_dir(&boot)
+        .map_err(io_err(format!("listing {}", boot.display())))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .ok_or_else(|| ImageError::Command {
+            command: format!("dpkg-deb -x {}", deb.display()),
+            detail: "no /boot/vmlinuz-* in the package".into(),
+        })?;
+    let release = vmlinuz
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .trim_start_matches("vmlinuz-")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let bz = fs::read(&vmlinuz).map_err(io_err("reading vmlinuz"))?;
+    fs::write(out.join("vmlinuz"), &bz).map_err(io_err("writing vmlinuz"))?;
+    match vmlinux::extract_vmlinux(&bz) {
+        Ok(elf) => fs::write(out.join("vmlinux"), elf).map_err(io_err("writing vmlinux"))?,
+        Err(e) => tracing::warn!("no ELF vmlinux for firecracker: {e}"),
+    }
+    let mods = root.join("lib/modules").join(&release);
+    let mods_out = out.join("modules");
+    fs::create_dir(&mods_out).map_err(io_err("creating modules dir"))?;
+    for m in MODULES {
+        let src = mods.join(m);
+        let name = Path::new(m)
+            .file_name()
+            .ok_or_else(|| ImageError::MissingModule((*m).to_owned()))?;
+        fs::copy(&src, mods_out.join(name))
+            .map_err(|_| ImageError::MissingModule((*m).to_owned()))?;
+    }
+    fs::write(out.join("release"), &release).map_err(io_err("writing release"))?;
+    fs::write(out.join("ok"), b"").map_err(io_err("writing ok"))?;
+    match fs::rename(&out, &dir) {
+        Ok(()) => {}
+        // another builder won the race: use theirs
+        Err(_) if dir.join("ok").is_file() => {}
+        Err(e) => return Err(io_err(format!("installing {}", dir.display()))(e)),
+    }
+    Ok(dir)
+}
+
+/// Build the image for `recipe`, or return the cached one with the same key.
+///
+/// Blocking (downloads, hashing, writing tens of MB): call it from `spawn_blocking`.
+pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
+    let (pkg, version) = resolve_kernel(&recipe.kernel_meta)?;
+    let busybox = ["/usr/bin/busybox", "/bin/busybox"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or(ImageError::NoBusybox)?;
+    if !is_static(&busybox)? {
+        return Err(ImageError::BusyboxNotStatic(busybox));
+    }
+    let mut payload = Payload::default();
+    payload.add_binary(&recipe.agent, "/usr/bin/ignis-agent")?;
+    for prog in &recipe.programs {
+        let host = which(prog).ok_or_else(|| ImageError::MissingProgram(prog.clone()))?;
+        let name = host
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| prog.clone());
+        payload.add_binary(&host, &format!("/usr/bin/{name}"))?;
+    }
+    payload
+        .files
+        .insert("/usr/bin/busybox".into(), (busybox.clone(), 0o755));
+
+    // The key: recipe version, kernel, and the bytes of every host file.
+    let mut h = Sha256::new();
+    h.update(RECIPE_VERSION);
+    h.update(format!("\0{pkg}\0{version}\0"));
+    h.update(init_script());
+    let mut agent_sha = String::new();
+    for (at, (host, _)) in &payload.files {
+        let sum = sha256_file(host)?;
+        if at == "/usr/bin/ignis-agent" {
+            agent_sha = sum.clone();
+        }
+        h.update(format!("{at}\0{sum}\0"));
+    }
+    let key = hex(&h.finalize())[..16].to_owned();
+    let images = images_dir(&recipe.cache_dir);
+    let dir = images.join(&key);
+    if let Ok(img) = GuestImage::load(&dir) {
+        return Ok(img);
+    }
+    fs::create_dir_all(&images).map_err(io_err(format!("creating {}", images.display())))?;
+    let kernel = ensure_kernel(&recipe.cache_dir, &pkg, &version)?;
+    let release =
+        fs::read_to_string(kernel.join("release")).map_err(io_err("reading kernel release"))?;
+
+    let work = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(&images)
+        .map_err(io_err("creating an image work dir"))?;
+    let out = work.path().join("img");
+    fs::create_dir(&out).map_err(io_err("creating image dir"))?;
+    fs::copy(kernel.join("vmlinuz"), out.join("vmlinuz")).map_err(io_err("copying vmlinuz"))?;
+    if kernel.join("vmlinux").is_file() {
+        // a hard link saves ~60 MB per image; copy across filesystems
+        if fs::hard_link(kernel.join("vmlinux"), out.join("vmlinux")).is_err() {
+            fs::copy(kernel.join("vmlinux"), out.join("vmlinux"))
+                .map_err(io_err("copying vmlinux"))?;
+        }
+    }
+    write_initramfs(
+        &out.join("initrd.cpio"),
+        &payload,
+        &busybox,
+        &kernel.join("modules"),
+        work.path(),
+    )?;
+    let manifest = Manifest {
+        key: key.clone(),
+        kernel_package: pkg,
+        kernel_version: version,
+        kernel_release: release.trim().to_owned(),
+        programs: recipe.programs.clone(),
+        agent_sha256: agent_sha,
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Manifest {
+        path: out.join("manifest.json"),
+        detail: e.to_string(),
+    })?;
+    fs::write(out.join("manifest.json"), json).map_err(io_err("writing manifest"))?;
+    match fs::rename(&out, &dir) {
+        Ok(()) => {}
+        Err(_) if dir.join("manifest.json").is_file() => {}
+        Err(e) => return Err(io_err(format!("installing {}", dir.display()))(e)),
+    }
+    GuestImage::load(&dir)
+}
+
+/// The agent with its debug info stripped when `strip` exists (a debug build is ~50 MB, which
+/// the guest would copy into RAM at every boot); the original otherwise.
+fn stripped_copy(host: &Path, scratch: &Path) -> Result<PathBuf, ImageError> {
+    let Some(strip) = which("strip") else {
+        return Ok(host.to_owned());
+    };
+    let dest = scratch.join("agent.stripped");
+    let ok = Command::new(strip)
+        .arg("--strip-debug")
+        .arg("-o")
+        .arg(&dest)
+        .arg(host)
+        .status()
+        .is_ok_and(|s| s.success());
+    Ok(if ok { dest } else { host.to_owned() })
+}
+
+fn write_initramfs(
+    path: &Path,
+    payload: &Payload,
+    busybox: &Path,
+    modules: &Path,
+    scratch: &Path,
+) -> Result<(), ImageError> {
+    let f = fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
+    let mut w = cpio::NewcWriter::new(BufWriter::new(f));
+    let e = io_err("writing the initramfs");
+    let mut dirs = std::collections::BTreeSet::new();
+    for d in [
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+        "usr/lib",
+        "usr/lib64",
+        "usr/local",
+        "usr/local/bin",
+        "dev",
+        "proc",
+        "sys",
+        "tmp",
+        "run",
+        "root",
+        "etc",
+        "var",
+        "var/tmp",
+        "home",
+        "mnt",
+        "lib/modules/ignis",
+    ] {
+        add_dirs(&mut dirs, d);
+    }
+    for at in payload.files.keys() {
+        if let Some(parent) = Path::new(at.trim_start_matches('/')).parent() {
+            add_dirs(&mut dirs, &parent.to_string_lossy());
+        }
+    }
+    // /lib is a directory (modules); its usr-merged content is reached via lib64/bin links
+    for d in &dirs {
+        let perm = if d == "tmp" || d == "var/tmp" {
+            0o1777
+        } else {
+            0o755
+        };
+        w.dir(d, perm).map_err(io_err("writing the initramfs"))?;
+    }
+    w.symlink("bin", "usr/bin")
+        .map_err(io_err("writing the initramfs"))?;
+    w.symlink("sbin", "usr/sbin")
+        .map_err(io_err("writing the initramfs"))?;
+    w.symlink("lib64", "usr/lib64")
+        .map_err(io_err("writing the initramfs"))?;
+    w.symlink("lib/x86_64-linux-gnu", "../usr/lib/x86_64-linux-gnu")
+        .map_err(io_err("writing the initramfs"))?;
+    w.char_dev("dev/console", 0o600, 5, 1)
+        .map_err(io_err("writing the initramfs"))?;
+    w.char_dev("dev/null", 0o666, 1, 3)
+        .map_err(io_err("writing the initramfs"))?;
+    w.file("init", 0o755, init_script().as_bytes())
+        .map_err(io_err("writing the initramfs"))?;
+    w.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    )
+    .map_err(io_err("writing the initramfs"))?;
+    w.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
+        .map_err(io_err("writing the initramfs"))?;
+    w.file("etc/hostname", 0o644, b"ignis\n")
+        .map_err(io_err("writing the initramfs"))?;
+    w.file("etc/hosts", 0o644, b"127.0.0.1 localhost ignis\n")
+        .map_err(io_err("writing the initramfs"))?;
+    for (at, (host, perm)) in &payload.files {
+        let src = if at == "/usr/bin/ignis-agent" {
+            stripped_copy(host, scratch)?
+        } else {
+            host.clone()
+        };
+        let data = fs::read(&src).map_err(io_err(format!("reading {}", src.display())))?;
+        w.file(at, *perm, &data)
+            .map_err(io_err("writing the initramfs"))?;
+    }
+    // busybox applets, except where a real program is present
+    let list = run(Command::new(busybox).arg("--list-full"))?;
+    for applet in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let at = image_path(Path::new(&format!("/{applet}")));
+        if payload.files.contains_key(&at) || at == "/usr/bin/busybox" {
+            continue;
+        }
+        let rel = at.trim_start_matches('/');
+        if !dirs.contains(
+            &Path::new(rel)
+                .parent()
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        ) {
+            continue;
+        }
+        w.symlink(rel, "/usr/bin/busybox")
+            .map_err(io_err("writing the initramfs"))?;
+    }
+    let mut mods: Vec<PathBuf> = fs::read_dir(modules)
+        .map_err(io_err("listing kernel modules"))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    mods.sort();
+    for m in mods {
+        let data = fs::read(&m).map_err(io_err(format!("reading {}", m.display())))?;
+        let name = m
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        w.file(&format!("lib/modules/ignis/{name}"), 0o644, &data)
+            .map_err(io_err("writing the initramfs"))?;
+    }
+    let mut inner = w.finish().map_err(e)?;
+    inner.flush().map_err(io_err("flushing the initramfs"))?;
+    Ok(())
+}
+
+fn add_dirs(dirs: &mut std::collections::BTreeSet<String>, d: &str) {
+    let mut acc = String::new();
+    for part in d.split('/').filter(|p| !p.is_empty()) {
+        if !acc.is_empty() {
+            acc.push('/');
+        }
+        acc.push_str(part);
+        // these are symlinks into usr/
+        if acc == "bin" || acc == "sbin" || acc == "lib64" || acc == "lib/x86_64-linux-gnu" {
+            return;
+        }
+        dirs.insert(acc.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usr_merge_paths() {
+        assert_eq!(
+            image_path(Path::new("/lib64/ld-linux-x86-64.so.2")),
+            "/usr/lib64/ld-linux-x86-64.so.2"
+        );
+        assert_eq!(
+            image_path(Path::new("/lib/x86_64-linux-gnu/libc.so.6")),
+            "/usr/lib/x86_64-linux-gnu/libc.so.6"
+        );
+        assert_eq!(image_path(Path::new("/usr/bin/git")), "/usr/bin/git");
+    }
+
+    #[test]
+    fn dirs_stop_at_usr_merge_links() {
+        let mut d = std::collections::BTreeSet::new();
+        add_dirs(&mut d, "lib/x86_64-linux-gnu/foo");
+        add_dirs(&mut d, "usr/lib/x86_64-linux-gnu");
+        assert!(d.contains("lib"));
+        assert!(!d.contains("lib/x86_64-linux-gnu"));
+        assert!(d.contains("usr/lib/x86_64-linux-gnu"));
+    }
+
+    #[test]
+    fn cache_dir_env_override() {
+        // only read, never set: the env is process-global and tests run in threads
+        if let Some(v) = std::env::var_os(CACHE_DIR_ENV) {
+            assert_eq!(cache_dir(), PathBuf::from(v));
+        } else {
+            assert!(cache_dir().ends_with("ignis"));
+        }
+    }
+
+    #[test]
+    fn list_and_find_on_empty_and_bad_cache() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        assert!(list(tmp.path()).expect("list").is_empty());
+        assert!(matches!(
+            find(tmp.path(), "ab"),
+            Err(ImageError::NotFound(_))
+        ));
+        let bad = tmp.path().join("images/abc");
+        fs::create_dir_all(&bad).expect("mkdir");
+        fs::write(bad.join("manifest.json"), b"{").expect("write");
+        assert!(
+            list(tmp.path()).expect("list").is_empty(),
+            "a bad manifest is skipped"
+        );
+    }
+
+    #[test]
+    fn init_script_names_the_port() {
+        let s = init_script();
+        assert!(s.starts_with("#!/bin/sh\n"));
+        assert!(s.contains("= \"ignis.agent\""));
+        assert!(s.contains("exec /usr/bin/ignis-agent --serial \"$port\" --poweroff-on-exit"));
+    }
+}

@@ -1,0 +1,945 @@
+//! The QEMU backend: one `microvm` per VM, booting the guest image's kernel and initramfs,
+//! with the agent on a virtio-serial port bound to a Unix socket and QMP on another.
+//!
+//! The accelerator is chosen by a real probe: `/dev/kvm` existing proves nothing (on a nested
+//! PVM host stock kernels die with "KVM internal error … emulation failure" and QEMU *pauses*
+//! instead of exiting). The first allocation boots the image once under KVM with a short
+//! deadline, watching QMP's run state; on failure every VM of the process uses TCG, and a
+//! warning says so once. Every VM also has a watchdog that kills QEMU when the guest enters a
+//! dead run state (`internal-error`, `guest-panicked`), so a session fails instead of hanging.
+//!
+//! Snapshots are QMP `stop` + `migrate` to a `file:` URI; restore starts QEMU with
+//! `-incoming defer`, loads the file with `migrate-incoming` and `cont`s. The agent port is
+//! captured before the host ever connected (the template waits for QMP's `VSERPORT_CHANGE`
+//! instead of talking to the agent), so each clone's agent sees its host connect for the
+//! first time on the clone's own socket.
+
+/// The QMP client.
+pub mod qmp;
+
+use crate::image::{self, GuestImage, ImageRecipe};
+use crate::provider::{
+    Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec,
+};
+use crate::sandbox::process_start_time;
+use ignis_agent::AgentClient;
+use qmp::Qmp;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex as AsyncMutex;
+
+/// The kernel command line measured to boot fastest and most reliably under TCG (see the
+/// module docs of the issue): no KASLR, no mitigations, trusted TSC, one UART.
+const BASE_CMDLINE: &str = "console=ttyS0 quiet mitigations=off nokaslr tsc=reliable no_timer_check cryptomgr.notests random.trust_cpu=on 8250.nr_uarts=1 audit=0 nowatchdog pci=off panic=-1";
+
+/// Which accelerator QEMU uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl Accel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+/// How the accelerator is picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccelChoice {
+    /// Probe KVM with a real boot, fall back to TCG.
+    #[default]
+    Auto,
+    Force(Accel),
+}
+
+/// Settings of the QEMU backend.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// `qemu-system-x86_64` (or a path).
+    pub qemu: PathBuf,
+    /// Where per-VM directories (sockets, console log) go; short, for Unix socket paths.
+    pub run_dir: PathBuf,
+    /// Where snapshots go.
+    pub snapshot_dir: PathBuf,
+    /// The guest image to build or reuse; `None`: [`ImageRecipe::default_for_host`].
+    pub recipe: Option<ImageRecipe>,
+    pub accel: AccelChoice,
+    /// How long a boot may take before the allocation fails (TCG on a loaded host is slow).
+    pub boot_timeout: Duration,
+    /// How long the KVM probe boot may take before KVM is declared unusable.
+    pub kvm_probe_timeout: Duration,
+    /// Allocate by restoring a per-image template snapshot instead of booting.
+    pub from_template: bool,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        let cache = image::cache_dir();
+        QemuConfig {
+            qemu: PathBuf::from("qemu-system-x86_64"),
+            run_dir: std::env::temp_dir().join("ignis-qemu"),
+            snapshot_dir: cache.join("snapshots"),
+            recipe: None,
+            accel: AccelChoice::Auto,
+            boot_timeout: Duration::from_secs(120),
+            kvm_probe_timeout: Duration::from_secs(15),
+            from_template: false,
+        }
+    }
+}
+
+/// The per-process verdict of the KVM probe.
+static ACCEL_VERDICT: OnceLock<Accel> = OnceLock::new();
+
+/// A running VM's host side.
+#[derive(Debug)]
+struct Running {
+    pid: u32,
+    child: Arc<AsyncMutex<tokio::process::Child>>,
+    dir: PathBuf,
+    qmp: Arc<AsyncMutex<Qmp>>,
+    watchdog: tokio::task::JoinHandle<()>,
+    launch: Launch,
+}
+
+/// What a VM was started with: restore needs the same machine.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Launch {
+    image_dir: PathBuf,
+    accel: Accel,
+    vcpus: u32,
+    memory_mib: u64,
+}
+
+/// The QEMU backend. Cheap to share behind `Arc`.
+#[derive(Debug)]
+pub struct QemuProvider {
+    config: QemuConfig,
+    image: tokio::sync::OnceCell<GuestImage>,
+    running: Mutex<HashMap<VmId, Running>>,
+    template: tokio::sync::OnceCell<SnapshotId>,
+}
+
+fn unavailable(reason: impl Into<String>) -> VmError {
+    VmError::Unavailable {
+        backend: Backend::Qemu,
+        reason: reason.into(),
+    }
+}
+
+fn alloc_err(spec: &VmSpec, reason: impl Into<String>) -> VmError {
+    VmError::Allocate {
+        backend: Backend::Qemu,
+        vm_type: spec.vm_type.clone(),
+        reason: reason.into(),
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let context = context.into();
+    move |source| VmError::Io { context, source }
+}
+
+/// The host TSC frequency in kHz (`tsc_early_khz`: without it ~10% of TCG boots hang
+/// calibrating the TSC). From `cpu MHz` of /proc/cpuinfo, which on a `tsc` clocksource is the
+/// TSC rate.
+pub fn host_tsc_khz() -> Option<u64> {
+    if let Ok(s) = std::fs::read_to_string("/sys/devices/system/cpu/cpu0/tsc_freq_khz")
+        && let Ok(v) = s.trim().parse()
+    {
+        return Some(v);
+    }
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    parse_cpu_mhz(&info)
+}
+
+fn parse_cpu_mhz(cpuinfo: &str) -> Option<u64> {
+    let line = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    (mhz > 0.0).then(|| (mhz * 1000.0).round() as u64)
+}
+
+/// The kernel command line for this host.
+pub fn kernel_cmdline() -> String {
+    match host_tsc_khz() {
+        Some(khz) => format!("{BASE_CMDLINE} tsc_early_khz={khz}"),
+        None => BASE_CMDLINE.to_owned(),
+    }
+}
+
+/// Whether `/dev/kvm` can be opened read-write (necessary, not sufficient).
+fn kvm_openable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+impl QemuProvider {
+    pub fn new(config: QemuConfig) -> Self {
+        QemuProvider {
+            config,
+            image: tokio::sync::OnceCell::new(),
+            running: Mutex::new(HashMap::new()),
+            template: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Whether QEMU can be found.
+    pub fn qemu_available(&self) -> Result<PathBuf, VmError> {
+        let q = &self.config.qemu;
+        if q.components().count() > 1 {
+            return if q.is_file() {
+                Ok(q.clone())
+            } else {
+                Err(unavailable(format!("{} does not exist", q.display())))
+            };
+        }
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .map(|d| d.join(q))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "{} not found in PATH (install qemu-system-x86 from bookworm-backports, see scripts/test.sh)",
+                    q.display()
+                ))
+            })
+    }
+
+    /// The guest image, built (or found in the cache) on first use.
+    pub async fn image(&self) -> Result<GuestImage, VmError> {
+        let recipe = self.config.recipe.clone();
+        self.image
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    let recipe = match recipe {
+                        Some(r) => r,
+                        None => ImageRecipe::default_for_host()?,
+                    };
+                    image::build(&recipe)
+                })
+                .await
+                .map_err(|e| unavailable(format!("image build task: {e}")))?
+                .map_err(|e| unavailable(format!("guest image: {e}")))
+            })
+            .await
+            .cloned()
+    }
+
+    /// The accelerator every VM of this process uses (probing KVM once).
+    pub async fn accel(&self) -> Result<Accel, VmError> {
+        if let AccelChoice::Force(a) = self.config.accel {
+            return Ok(a);
+        }
+        if let Some(a) = ACCEL_VERDICT.get() {
+            return Ok(*a);
+        }
+        let verdict = if !kvm_openable() {
+            tracing::warn!(
+                "qemu: /dev/kvm is not usable; guests run under TCG (software emulation, slow)"
+            );
+            Accel::Tcg
+        } else {
+            match self.probe_kvm().await {
+                Ok(()) => Accel::Kvm,
+                Err(reason) => {
+                    tracing::warn!(
+                        "qemu: KVM cannot boot a guest on this host ({reason}); guests run under TCG (software emulation, slow)"
+                    );
+                    Accel::Tcg
+                }
+            }
+        };
+        Ok(*ACCEL_VERDICT.get_or_init(|| verdict))
+    }
+
+    /// Boot the image once under KVM: success is the agent answering.
+    async fn probe_kvm(&self) -> Result<(), String> {
+        let image = self.image().await.map_err(|e| e.to_string())?;
+        let launch = Launch {
+            image_dir: image.dir.clone(),
+            accel: Accel::Kvm,
+            vcpus: 1,
+            memory_mib: 512,
+        };
+        let spec = VmSpec {
+            vm_type: "kvm-probe".into(),
+            backend: Backend::Qemu,
+            image: image.dir.clone(),
+            vcpus: 1,
+            memory_mib: 512,
+            disk_mib: 0,
+            pids_max: None,
+            network: NetworkPolicy::None,
+        };
+        let result = self
+            .boot(&spec, launch, None, self.config.kvm_probe_timeout)
+            .await;
+        match result {
+            Ok(vm) => {
+                let _ = self.release(&vm).await;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn qemu_args(&self, launch: &Launch, dir: &Path, incoming: bool) -> Vec<String> {
+        let image_dir = &launch.image_dir;
+        let mut a: Vec<String> = vec![
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-M".into(),
+            "microvm,x-option-roms=on,pit=on,pic=on,rtc=on,isa-serial=on".into(),
+            "-accel".into(),
+            launch.accel.as_str().into(),
+            "-cpu".into(),
+            match launch.accel {
+                Accel::Kvm => "host".into(),
+                Accel::Tcg => "max".into(),
+            },
+            "-smp".into(),
+            launch.vcpus.max(1).to_string(),
+            "-m".into(),
+            format!("{}M", launch.memory_mib.max(256)),
+            "-kernel".into(),
+            image_dir.join("vmlinuz").display().to_string(),
+            "-initrd".into(),
+            image_dir.join("initrd.cpio").display().to_string(),
+            "-append".into(),
+            kernel_cmdline(),
+            "-chardev".into(),
+            format!("file,id=con,path={}", dir.join("console.log").display()),
+            "-serial".into(),
+            "chardev:con".into(),
+            "-device".into(),
+            "virtio-serial-device".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                dir.join("agent.sock").display()
+            ),
+            "-device".into(),
+            format!(
+                "virtserialport,chardev=agent,name={},id=agentport",
+                image::AGENT_PORT_NAME
+            ),
+            "-device".into(),
+            "virtio-rng-device".into(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
+        ];
+        if incoming {
+            a.push("-incoming".into());
+            a.push("defer".into());
+        }
+        a
+    }
+
+    /// Start QEMU for `launch` in a fresh run dir; with `incoming`, load that snapshot file.
+    /// Returns once the agent answers (or the deadline passes / the guest dies).
+    async fn boot(
+        &self,
+        spec: &VmSpec,
+        launch: Launch,
+        incoming: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Vm, VmError> {
+        let started = Instant::now();
+        let qemu = self.qemu_available()?;
+        std::fs::create_dir_all(&self.config.run_dir)
+            .map_err(io(format!("creating {}", self.config.run_dir.display())))?;
+        let dir = tempfile::Builder::new()
+            .prefix("vm-")
+            .tempdir_in(&self.config.run_dir)
+            .map_err(io("creating a vm run dir"))?
+            .keep();
+        let id = VmId(format!(
+            "qemu-{}",
+            dir.file_name()
+                .map(|n| n.to_string_lossy().trim_start_matches("vm-").to_owned())
+                .unwrap_or_default()
+        ));
+        let log = std::fs::File::create(dir.join("qemu.log")).map_err(io("creating qemu.log"))?;
+        let log2 = log.try_clone().map_err(io("cloning qemu.log"))?;
+        let mut cmd = tokio::process::Command::new(&qemu);
+        cmd.args(self.qemu_args(&launch, &dir, incoming.is_some()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2))
+            .kill_on_drop(true);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(alloc_err(spec, format!("starting {}: {e}", qemu.display())));
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let child = Arc::new(AsyncMutex::new(child));
+        let cleanup = |reason: String| {
+            let child = child.clone();
+            let dir = dir.clone();
+            async move {
+                let mut c = child.lock().await;
+                let _ = c.kill().await;
+                let tail =
+                    tail_of(&dir.join("qemu.log"), 800) + &tail_of(&dir.join("console.log"), 1500);
+                let _ = std::fs::remove_dir_all(&dir);
+                if tail.trim().is_empty() {
+                    reason
+                } else {
+                    format!("{reason}; qemu/console output: {}", tail.trim())
+                }
+            }
+        };
+        let qmp = match Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(10)).await {
+            Ok(q) => q,
+            Err(e) => return Err(alloc_err(spec, cleanup(format!("qmp: {e}")).await)),
+        };
+        let qmp = Arc::new(AsyncMutex::new(qmp));
+        if let Some(file) = incoming {
+            let r = async {
+                let mut q = qmp.lock().await;
+                q.execute(
+                    "migrate-incoming",
+                    Some(serde_json::json!({ "uri": format!("file:{}", file.display()) })),
+                )
+                .await?;
+                // the state is loaded when the VM leaves `inmigrate`
+                let t0 = Instant::now();
+                loop {
+                    let st = q.status().await?;
+                    if st != "inmigrate" {
+                        break;
+                    }
+                    if t0.elapsed() > timeout {
+                        return Err(qmp::QmpError::Timeout("incoming migration".into()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                q.execute("cont", None).await.map(|_| ())
+            }
+            .await;
+            if let Err(e) = r {
+                return Err(VmError::Snapshot {
+                    op: "restore",
+                    reason: cleanup(format!("loading {}: {e}", file.display())).await,
+                });
+            }
+        }
+        let agent = match connect_agent(&dir.join("agent.sock"), timeout).await {
+            Ok(a) => a,
+            Err(e) => return Err(alloc_err(spec, cleanup(e).await)),
+        };
+        // Ready = the agent answers, while QMP says the guest is alive and QEMU has not exited.
+        let ready = async {
+            let ping = agent.ping();
+            tokio::pin!(ping);
+            loop {
+                tokio::select! {
+                    r = &mut ping => return r.map(|_| ()).map_err(|e| format!("agent: {e}")),
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {
+                        if let Ok(Some(status)) = child.lock().await.try_wait() {
+                            return Err(format!("qemu exited during boot ({status})"));
+                        }
+                        let st = qmp.lock().await.status().await.map_err(|e| format!("qmp: {e}"))?;
+                        if qmp::is_dead_state(&st) {
+                            return Err(format!("guest stopped in state {st} (KVM internal error or panic)"));
+                        }
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, ready).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(alloc_err(spec, cleanup(e).await)),
+            Err(_) => {
+                return Err(alloc_err(
+                    spec,
+                    cleanup(format!("agent not ready after {timeout:?}")).await,
+                ));
+            }
+        }
+        let start_time = process_start_time(pid).unwrap_or(0);
+        let watchdog = tokio::spawn(watchdog(qmp.clone(), child.clone(), id.clone()));
+        let record = VmRecord {
+            backend: Some(Backend::Qemu),
+            id: id.0.clone(),
+            processes: vec![(pid, start_time)],
+            mounts: Vec::new(),
+            cgroups: Vec::new(),
+            paths: vec![dir.clone()],
+        };
+        self.lock().insert(
+            id.clone(),
+            Running {
+                pid,
+                child,
+                dir,
+                qmp,
+                watchdog,
+                launch,
+            },
+        );
+        Ok(Vm {
+            id,
+            vm_type: spec.vm_type.clone(),
+            backend: Backend::Qemu,
+            allocation_time: started.elapsed(),
+            agent,
+            record,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<VmId, Running>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn launch_for(&self, spec: &VmSpec, image: &GuestImage, accel: Accel) -> Launch {
+        Launch {
+            image_dir: image.dir.clone(),
+            accel,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+        }
+    }
+
+    fn check_spec(spec: &VmSpec) -> Result<(), VmError> {
+        if spec.network != NetworkPolicy::None {
+            return Err(alloc_err(
+                spec,
+                format!(
+                    "network policy {:?} is not supported by the qemu backend yet (only none)",
+                    spec.network
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The template snapshot of this provider's image: booted, agent waiting for its host.
+    async fn template(&self, spec: &VmSpec) -> Result<SnapshotId, VmError> {
+        self.template
+            .get_or_try_init(|| async {
+                let image = self.image().await?;
+                let accel = self.accel().await?;
+                let launch = self.launch_for(spec, &image, accel);
+                self.make_template(spec, launch).await
+            })
+            .await
+            .cloned()
+    }
+
+    /// Boot without ever connecting to the agent, wait until the agent opened its port
+    /// (QMP `VSERPORT_CHANGE`), and save the machine. The template VM is then discarded.
+    async fn make_template(&self, spec: &VmSpec, launch: Launch) -> Result<SnapshotId, VmError> {
+        let qemu = self.qemu_available()?;
+        let snap_err = |reason: String| VmError::Snapshot {
+            op: "template",
+            reason,
+        };
+        std::fs::create_dir_all(&self.config.run_dir).map_err(io("creating run dir"))?;
+        let dir = tempfile::Builder::new()
+            .prefix("tpl-")
+            .tempdir_in(&self.config.run_dir)
+            .map_err(io("creating a template run dir"))?;
+        let mut child = tokio::process::Command::new(&qemu)
+            .args(self.qemu_args(&launch, dir.path(), false))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| snap_err(format!("starting qemu: {e}")))?;
+        let result = async {
+            let mut q = Qmp::connect(&dir.path().join("qmp.sock"), Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            loop {
+                let st = q.status().await.map_err(|e| e.to_string())?;
+                if qmp::is_dead_state(&st) {
+                    return Err(format!("template guest stopped in state {st}"));
+                }
+                let opened = q.events.iter().any(|e| {
+                    e["event"] == "VSERPORT_CHANGE"
+                        && e["data"]["open"] == serde_json::Value::Bool(true)
+                });
+                if opened {
+                    break;
+                }
+                if t0.elapsed() > self.config.boot_timeout {
+                    return Err("template agent never opened its port".to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let file = self.new_snapshot_file(spec)?;
+            save_state(&mut q, &file).await?;
+            save_launch(&file, &launch)?;
+            Ok(SnapshotId(file.display().to_string()))
+        }
+        .await;
+        let _ = child.kill().await;
+        result.map_err(snap_err)
+    }
+
+    fn new_snapshot_file(&self, spec: &VmSpec) -> Result<PathBuf, String> {
+        std::fs::create_dir_all(&self.config.snapshot_dir)
+            .map_err(|e| format!("creating {}: {e}", self.config.snapshot_dir.display()))?;
+        let f = tempfile::Builder::new()
+            .prefix(&format!("{}-", sanitize(&spec.vm_type)))
+            .suffix(".state")
+            .tempfile_in(&self.config.snapshot_dir)
+            .map_err(|e| format!("creating a snapshot file: {e}"))?;
+        let (_, path) = f
+            .keep()
+            .map_err(|e| format!("keeping the snapshot file: {e}"))?;
+        Ok(path)
+    }
+
+    /// Mix fresh host entropy into a clone's pool: clones of one snapshot share their RNG state.
+    async fn reseed(agent: &AgentClient) -> Result<(), String> {
+        let mut seed = vec![0u8; 256];
+        {
+            use std::io::Read;
+            std::fs::File::open("/dev/urandom")
+                .and_then(|mut f| f.read_exact(&mut seed))
+                .map_err(|e| format!("host entropy: {e}"))?;
+        }
+        agent
+            .write_file("/dev/urandom", seed, 0o666)
+            .await
+            .map_err(|e| format!("writing guest entropy: {e}"))
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn save_state(q: &mut Qmp, file: &Path) -> Result<(), String> {
+    q.execute("stop", None).await.map_err(|e| e.to_string())?;
+    q.execute(
+        "migrate",
+        Some(serde_json::json!({ "uri": format!("file:{}", file.display()) })),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    q.wait_migration(Duration::from_secs(120))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn save_launch(file: &Path, launch: &Launch) -> Result<(), String> {
+    let meta = serde_json::to_vec(launch).map_err(|e| e.to_string())?;
+    std::fs::write(file.with_extension("json"), meta)
+        .map_err(|e| format!("writing snapshot metadata: {e}"))
+}
+
+fn load_launch(file: &Path) -> Result<Launch, String> {
+    let text = std::fs::read(file.with_extension("json"))
+        .map_err(|e| format!("reading snapshot metadata: {e}"))?;
+    serde_json::from_slice(&text).map_err(|e| format!("bad snapshot metadata: {e}"))
+}
+
+/// The last `max` bytes of a log file, for error messages.
+fn tail_of(path: &Path, max: usize) -> String {
+    let data = std::fs::read(path).unwrap_or_default();
+    let from = data.len().saturating_sub(max);
+    String::from_utf8_lossy(&data[from..]).into_owned()
+}
+
+/// Connect to the agent socket QEMU created (it appears a moment after QEMU starts).
+async fn connect_agent(path: &Path, timeout: Duration) -> Result<AgentClient, String> {
+    let t0 = Instant::now();
+    let stream = loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => break s,
+            Err(e) if t0.elapsed() > timeout => {
+                return Err(format!("agent socket {}: {e}", path.display()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let (r, w) = stream.into_split();
+    Ok(AgentClient::new(r, w))
+}
+
+/// Kill QEMU when the guest can no longer run (QEMU would sit paused forever), so the agent
+/// channel closes and the session fails instead of hanging.
+async fn watchdog(
+    qmp: Arc<AsyncMutex<Qmp>>,
+    child: Arc<AsyncMutex<tokio::process::Child>>,
+    id: VmId,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let st = qmp.lock().await.status().await;
+        match st {
+            Ok(s) if qmp::is_dead_state(&s) => {
+                tracing::error!(vm = %id, state = %s, "qemu guest died; killing qemu");
+                let _ = child.lock().await.kill().await;
+                return;
+            }
+            Ok(_) => {}
+            // QMP gone: QEMU exited
+            Err(_) => return,
+        }
+    }
+}
+
+/// Kill a recorded process if it is still the one recorded (same start time).
+fn kill_recorded(pid: u32, start_time: u64) {
+    if pid == 0 || process_start_time(pid) != Some(start_time) {
+        return;
+    }
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+}
+
+#[async_trait::async_trait]
+impl VmProvider for QemuProvider {
+    fn backend(&self) -> Backend {
+        Backend::Qemu
+    }
+
+    async fn allocate(&self, spec: &VmSpec) -> Result<Vm, VmError> {
+        Self::check_spec(spec)?;
+        self.qemu_available()?;
+        if self.config.from_template {
+            let t0 = Instant::now();
+            let snap = self.template(spec).await?;
+            let mut vm = self.restore(&snap, spec).await?;
+            vm.allocation_time = t0.elapsed();
+            return Ok(vm);
+        }
+        let image = self.image().await?;
+        let accel = self.accel().await?;
+        let launch = self.launch_for(spec, &image, accel);
+        self.boot(spec, launch, None, self.config.boot_timeout)
+            .await
+    }
+
+    async fn release(&self, vm: &Vm) -> Result<(), VmError> {
+        let running = self
+            .lock()
+            .remove(&vm.id)
+            .ok_or_else(|| VmError::UnknownVm(vm.id.clone()))?;
+        running.watchdog.abort();
+        {
+            let mut child = running.child.lock().await;
+            let _ = child.start_kill();
+            child.wait().await.map_err(|e| VmError::Release {
+                id: vm.id.clone(),
+                reason: format!("waiting for qemu (pid {}): {e}", running.pid),
+            })?;
+        }
+        drop(running.qmp);
+        match std::fs::remove_dir_all(&running.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VmError::Release {
+                id: vm.id.clone(),
+                reason: format!("removing {}: {e}", running.dir.display()),
+            }),
+        }
+    }
+
+    async fn snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotId, VmError> {
+        let (qmp, launch) = {
+            let map = self.lock();
+            let r = map
+                .get(&vm.id)
+                .ok_or_else(|| VmError::UnknownVm(vm.id.clone()))?;
+            (r.qmp.clone(), r.launch.clone())
+        };
+        let err = |reason: String| VmError::Snapshot {
+            op: "snapshot",
+            reason,
+        };
+        let spec_like = VmSpec {
+            vm_type: format!("{}-{name}", vm.vm_type),
+            backend: Backend::Qemu,
+            image: launch.image_dir.clone(),
+            vcpus: launch.vcpus,
+            memory_mib: launch.memory_mib,
+            disk_mib: 0,
+            pids_max: None,
+            network: NetworkPolicy::None,
+        };
+        let file = self.new_snapshot_file(&spec_like).map_err(err)?;
+        let mut q = qmp.lock().await;
+        let saved = save_state(&mut q, &file).await;
+        // the live machine goes on either way
+        let resumed = q.execute("cont", None).await;
+        saved.map_err(err)?;
+        resumed.map_err(|e| err(format!("resuming after the snapshot: {e}")))?;
+        save_launch(&file, &launch).map_err(err)?;
+        Ok(SnapshotId(file.display().to_string()))
+    }
+
+    async fn restore(&self, snapshot: &SnapshotId, spec: &VmSpec) -> Result<Vm, VmError> {
+        Self::check_spec(spec)?;
+        let file = PathBuf::from(&snapshot.0);
+        let launch = load_launch(&file).map_err(|reason| VmError::Snapshot {
+            op: "restore",
+            reason,
+        })?;
+        let vm = self
+            .boot(spec, launch, Some(&file), self.config.boot_timeout)
+            .await?;
+        if let Err(reason) = Self::reseed(&vm.agent).await {
+            let _ = self.release(&vm).await;
+            return Err(VmError::Snapshot {
+                op: "restore",
+                reason,
+            });
+        }
+        Ok(vm)
+    }
+
+    async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
+        for (pid, start) in &record.processes {
+            kill_recorded(*pid, *start);
+        }
+        // give the kernel a moment to tear the process down before deleting its files
+        for (pid, start) in &record.processes {
+            for _ in 0..100 {
+                if process_start_time(*pid) != Some(*start) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        for p in &record.paths {
+            match std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(VmError::Release {
+                        id: VmId(record.id.clone()),
+                        reason: format!("removing {}: {e}", p.display()),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_mhz_to_khz() {
+        assert_eq!(
+            parse_cpu_mhz("processor : 0\ncpu MHz\t\t: 2100.000\n"),
+            Some(2_100_000)
+        );
+        assert_eq!(parse_cpu_mhz("cpu MHz : 2199.998"), Some(2_199_998));
+        assert_eq!(parse_cpu_mhz("nothing"), None);
+        assert_eq!(parse_cpu_mhz("cpu MHz : x"), None);
+    }
+
+    #[test]
+    fn cmdline_has_the_measured_options() {
+        let c = kernel_cmdline();
+        for opt in [
+            "console=ttyS0",
+            "nokaslr",
+            "tsc=reliable",
+            "pci=off",
+            "8250.nr_uarts=1",
+        ] {
+            assert!(c.contains(opt), "{c}");
+        }
+    }
+
+    #[test]
+    fn args_wire_agent_port_and_qmp() {
+        let p = QemuProvider::new(QemuConfig::default());
+        let launch = Launch {
+            image_dir: PathBuf::from("/img"),
+            accel: Accel::Tcg,
+            vcpus: 2,
+            memory_mib: 512,
+        };
+        let a = p.qemu_args(&launch, Path::new("/run/x"), true).join(" ");
+        assert!(a.contains("-M microvm,x-option-roms=on,pit=on"), "{a}");
+        assert!(
+            a.contains("socket,id=agent,path=/run/x/agent.sock,server=on,wait=off"),
+            "{a}"
+        );
+        assert!(a.contains("name=ignis.agent"), "{a}");
+        assert!(a.contains("-qmp unix:/run/x/qmp.sock"), "{a}");
+        assert!(a.contains("-accel tcg -cpu max -smp 2 -m 512M"), "{a}");
+        assert!(a.ends_with("-incoming defer"), "{a}");
+    }
+
+    #[tokio::test]
+    async fn release_unknown_and_bad_network() {
+        let p = QemuProvider::new(QemuConfig::default());
+        let spec = VmSpec {
+            vm_type: "t".into(),
+            backend: Backend::Qemu,
+            image: PathBuf::new(),
+            vcpus: 1,
+            memory_mib: 256,
+            disk_mib: 0,
+            pids_max: None,
+            network: NetworkPolicy::Host,
+        };
+        let err = p.allocate(&spec).await.expect_err("host network refused");
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn reap_ignores_recycled_pids_and_removes_paths() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let junk = dir.path().join("vm-x");
+        std::fs::create_dir(&junk).expect("mkdir");
+        let p = QemuProvider::new(QemuConfig::default());
+        let me = std::process::id();
+        // our own pid with a wrong start time must not be killed
+        let record = VmRecord {
+            backend: Some(Backend::Qemu),
+            id: "qemu-x".into(),
+            processes: vec![(me, 1)],
+            paths: vec![junk.clone()],
+            ..VmRecord::default()
+        };
+        p.reap(&record).await.expect("reap");
+        assert!(!junk.exists());
+        p.reap(&record).await.expect("reap twice");
+    }
+}
