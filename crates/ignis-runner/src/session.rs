@@ -758,8 +758,9 @@ impl SessionManager {
             }
             Err(e) => {
                 tracing::error!(session = %shared.id, vm = %vm.id, attempts = attempt, error = %e, "releasing vm failed; its record is kept for `ignis vm gc`");
+                let state = shared.data().state;
                 shared.transition(
-                    shared.data().state,
+                    state,
                     None,
                     &format!("release failed after {attempt} attempts: {e}"),
                 );

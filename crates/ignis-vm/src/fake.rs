@@ -434,7 +434,7 @@ impl VmProvider for FakeProvider {
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
         for &(pid, start) in &record.processes {
             // Kill only the process that was recorded, never a process that reused its pid.
-            if process_start_time(pid) == Some(start)
+            if process_running(pid, start)
                 && let Some(p) = rustix::process::Pid::from_raw(pid as i32)
             {
                 let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
@@ -470,6 +470,23 @@ impl VmProvider for FakeProvider {
     }
 }
 
+/// Whether the process `pid` that started at `start_time` still runs: same start time and
+/// not a zombie (an exited process nobody has waited for yet, e.g. under an init that is slow
+/// to reap).
+pub fn process_running(pid: u32, start_time: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
+    else {
+        return false;
+    };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("X");
+    let start = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+    start == Some(start_time) && state != "Z" && state != "X"
+}
+
 /// Start time of a process in clock ticks since boot (`/proc/PID/stat` field 22), which with
 /// the pid names one process for good: a recycled pid has a later start time.
 pub fn process_start_time(pid: u32) -> Option<u64> {
@@ -502,5 +519,8 @@ mod tests {
         let t = process_start_time(me).expect("own stat");
         assert_eq!(process_start_time(me), Some(t));
         assert_eq!(process_start_time(u32::MAX), None);
+        assert!(process_running(me, t));
+        assert!(!process_running(me, t + 1));
+        assert!(!process_running(u32::MAX, t));
     }
 }

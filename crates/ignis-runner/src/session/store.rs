@@ -6,7 +6,7 @@
 //! owner is dead belongs to a crashed ignis: [`reap_record`] releases what it names.
 
 use super::SessionState;
-use ignis_vm::fake::process_start_time;
+use ignis_vm::fake::{process_running, process_start_time};
 use ignis_vm::{Backend, VmRecord};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -48,9 +48,9 @@ impl Owner {
         }
     }
 
-    /// Whether the owner still runs (same pid and same start time).
+    /// Whether the owner still runs (same pid and same start time, not a zombie).
     pub fn is_alive(&self) -> bool {
-        process_start_time(self.pid) == Some(self.start_time)
+        process_running(self.pid, self.start_time)
     }
 }
 
@@ -201,7 +201,7 @@ pub fn reap_record(record: &VmRecord) -> Result<(), std::io::Error> {
     use rustix::process::{Pid, Signal, kill_process};
     let mut first_err = None;
     for &(pid, start) in &record.processes {
-        if process_start_time(pid) == Some(start)
+        if process_running(pid, start)
             && let Some(p) = Pid::from_raw(pid as i32)
         {
             let _ = kill_process(p, Signal::KILL);
