@@ -592,6 +592,13 @@ impl QemuProvider {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // Clones of one snapshot share the kernel's RNG state; the guest reseeds its CRNG
+            // (mixing RDSEED/RDRAND or the cycle counter) at the first random read once the
+            // last reseed is older than max(1 s, uptime / 2). Saving the template after that
+            // much idle time makes every clone reseed before anything (boot_id, AT_RANDOM)
+            // is drawn from it, so clones never share random values.
+            let idle = t0.elapsed() + Duration::from_secs(1);
+            tokio::time::sleep(idle).await;
             let file = self.new_snapshot_file(spec)?;
             save_state(&mut q, &file).await?;
             save_launch(&file, &launch)?;
@@ -828,6 +835,15 @@ impl VmProvider for QemuProvider {
     }
 
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
+        // a VM of this very process: release it properly (its QEMU is our child to wait for)
+        let id = VmId(record.id.clone());
+        let ours = self.lock().remove(&id);
+        if let Some(running) = ours {
+            running.watchdog.abort();
+            let mut child = running.child.lock().await;
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
         for (pid, start) in &record.processes {
             kill_recorded(*pid, *start);
         }

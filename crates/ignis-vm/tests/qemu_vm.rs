@@ -288,7 +288,12 @@ async fn allocation_from_a_template_snapshot() {
     )
     .await;
     assert!(bb.ends_with("none"), "clones share no state: {bb}");
-    assert_ne!(ba.lines().next(), None);
+    let (ida, idb) = (ba.lines().next(), bb.lines().next());
+    assert!(ida.is_some_and(|i| i.len() == 36), "{ba}");
+    assert_ne!(ida, idb, "clones draw distinct random values (boot_id)");
+    let (ra, _) = sh(&a.agent, "head -c 16 /dev/urandom | od -An -tx1").await;
+    let (rb, _) = sh(&b.agent, "head -c 16 /dev/urandom | od -An -tx1").await;
+    assert_ne!(ra, rb, "clones' /dev/urandom differ");
     p.release(&a).await.expect("release a");
     p.release(&b).await.expect("release b");
     assert_released(&a);
