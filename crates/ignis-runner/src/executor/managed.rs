@@ -53,7 +53,7 @@ impl SessionSource for ManagerSessions {
             .manager
             .create_session(crate::session::SessionContext::new(runs_on))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| chain(&e))?;
         Ok(Box::new(ManagedSession {
             session: Some(session),
             setup,
@@ -112,6 +112,21 @@ impl LiveSession for ManagedSession {
             JobResult::Failure => crate::session::SessionOutcome::Failure,
             JobResult::Cancelled => crate::session::SessionOutcome::Cancelled,
         });
-        s.release().await.map(|_| ()).map_err(|e| e.to_string())
+        s.release().await.map(|_| ()).map_err(|e| chain(&e))
     }
+}
+
+/// An error with its sources, `a: b: c`, so the reason a backend failed reaches the user.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
 }

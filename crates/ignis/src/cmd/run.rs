@@ -142,6 +142,17 @@ fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
                 .context("the fake backend needs the ignis-agent binary")?;
             Arc::new(ignis_vm::fake::FakeProvider::new(config))
         }
+        Backend::Firecracker => {
+            // Kernel and images come from IGNIS_FIRECRACKER_* or this state directory.
+            let state = std::env::var_os("XDG_STATE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("ignis/firecracker");
+            Arc::new(ignis_vm::firecracker::FirecrackerProvider::new(
+                ignis_vm::firecracker::FirecrackerConfig::from_env(state),
+            ))
+        }
         other => bail!("backend {other} is not available in `ignis run` yet"),
     })
 }
