@@ -706,14 +706,14 @@ impl JobRunner {
         // GitHub creates the file command files before the step (the toolkit refuses to
         // append to a missing file). Usually the previous command already created them
         // while its own files were read back (see below), which saves a round trip.
-        if self.prepared_seq != Some(files.seq) {
-            if let Err(err) = self.create_file_commands(&files).await {
-                self.system(
-                    step_id,
-                    &format!("##[error]creating the file command files: {err}"),
-                );
-                return (false, vec![], vec![]);
-            }
+        if self.prepared_seq != Some(files.seq)
+            && let Err(err) = self.create_file_commands(&files).await
+        {
+            self.system(
+                step_id,
+                &format!("##[error]creating the file command files: {err}"),
+            );
+            return (false, vec![], vec![]);
         }
         let req = ExecRequest {
             program,
