@@ -214,3 +214,4 @@ macro_rules! seed_suite {
 }
 
 seed_suite!(fake, session_support::fake_env);
+seed_suite!(sandbox, session_support::sandbox_env);

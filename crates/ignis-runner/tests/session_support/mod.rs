@@ -58,6 +58,8 @@ pub struct Counts {
     pub live: u64,
     pub max_live: u64,
     pub vm_ids: Vec<String>,
+    /// Host resources of every VM handed out, to check nothing is left after release.
+    pub records: Vec<VmRecord>,
 }
 
 impl CountingProvider {
@@ -89,6 +91,7 @@ impl VmProvider for CountingProvider {
             Ok(vm) => {
                 c.allocations += 1;
                 c.vm_ids.push(vm.id.0.clone());
+                c.records.push(vm.record.clone());
             }
             Err(_) => c.live -= 1,
         }
@@ -222,6 +225,7 @@ impl Env {
             assert!(f.live_ids().is_empty());
         }
         assert_eq!(self.records(), 0, "session records left on disk");
+        assert_no_leftovers(&self.counter.counts().records);
         if let Some(root) = &self.vm_root {
             let left: Vec<_> = std::fs::read_dir(root.path())
                 .map(|d| d.flatten().map(|e| e.path()).collect())
@@ -229,6 +233,70 @@ impl Env {
             assert!(left.is_empty(), "vm dirs left: {left:?}");
         }
     }
+}
+
+/// Nothing a released VM held is left on the host: no process, mount, cgroup or path.
+pub fn assert_no_leftovers(records: &[VmRecord]) {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .collect();
+    for r in records {
+        for &(pid, start) in &r.processes {
+            assert!(
+                !ignis_vm::fake::process_running(pid, start),
+                "vm {}: process {pid} still runs",
+                r.id
+            );
+        }
+        for m in &r.mounts {
+            let m = m.to_string_lossy();
+            assert!(
+                !mounted.contains(&m.as_ref()),
+                "vm {}: {m} still mounted",
+                r.id
+            );
+        }
+        for c in &r.cgroups {
+            assert!(!c.exists(), "vm {}: cgroup {} left", r.id, c.display());
+        }
+        for p in &r.paths {
+            assert!(!p.exists(), "vm {}: {} left", r.id, p.display());
+        }
+    }
+}
+
+/// The sandbox backend, where this host can run it (root and a working sandbox).
+pub fn sandbox_env(limit: usize) -> Option<Env> {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: the sandbox seed tests need root");
+        return None;
+    }
+    // The sandbox starts the agent binary as its PID 1.
+    agent_bin();
+    let provider = match ignis_vm::sandbox::SandboxProvider::new() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skipped: sandbox unavailable: {e}");
+            return None;
+        }
+    };
+    let identity = ExecRequest {
+        program: Program::Argv(vec!["readlink".into(), "/proc/self/ns/pid".into()]),
+        env: BTreeMap::from([("PATH".into(), "/usr/bin:/bin".into())]),
+        cwd: None,
+        stdin: None,
+        timeout: None,
+    };
+    Some(Env::build(
+        Backend::Sandbox,
+        Arc::new(provider),
+        None,
+        identity,
+        limit,
+        None,
+    ))
 }
 
 /// The fake backend with a limit of `limit`.
