@@ -622,10 +622,10 @@ impl SessionManager {
         let task_provider = Arc::clone(&provider);
         let alloc = tokio::spawn(async move {
             let vm = task_provider.allocate(&spec).await?;
-            if let Err(vm) = tx.send(vm) {
-                if let Err(e) = task_provider.release(&vm).await {
-                    tracing::error!(vm = %vm.id, error = %e, "releasing vm of an abandoned allocation");
-                }
+            if let Err(vm) = tx.send(vm)
+                && let Err(e) = task_provider.release(&vm).await
+            {
+                tracing::error!(vm = %vm.id, error = %e, "releasing vm of an abandoned allocation");
             }
             Ok::<(), VmError>(())
         });

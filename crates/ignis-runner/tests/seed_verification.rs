@@ -5,6 +5,7 @@
 //! one session really ran in one machine and different sessions in different ones.
 //!
 //! A backend is added with one `seed_suite!` line.
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 mod session_support;
 

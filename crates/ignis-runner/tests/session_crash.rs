@@ -4,6 +4,7 @@
 //! The "ignis process" is this test binary run again with `IGNIS_CRASH_CHILD` set: it opens
 //! a session manager on the given state dir, creates sessions, prints their records' paths
 //! and waits to be killed.
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 mod session_support;
 

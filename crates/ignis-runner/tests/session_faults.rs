@@ -1,5 +1,6 @@
 //! Release on every path, under injected faults (fake backend): after each test no session,
 //! no VM, no record, no VM directory and no command process is left.
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 mod session_support;
 

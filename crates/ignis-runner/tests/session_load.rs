@@ -1,5 +1,6 @@
 //! Load: 500 sessions through a limit of 16 on the fake backend. Never more than 16 VMs live
 //! (counted by the provider, including VMs being allocated), every one released.
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 mod session_support;
 

@@ -1,4 +1,5 @@
 //! The fake backend against the real agent: counting, identity, faults.
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 use ignis_agent::{AgentError, ExecEvent, ExecRequest, Program};
 use ignis_vm::fake::{FakeConfig, FakeProvider, Fault, VmEvent};
