@@ -3,10 +3,12 @@
 //! per second per round, the median, and the peak RSS of this host process (VmHWM).
 //!
 //! Run: `cargo build --release -p ignis-agent && cargo bench -p ignis-runner --bench sessions`
-//! (or set IGNIS_AGENT_BIN). Results go in BENCHMARKS.md by hand.
+//! (or set IGNIS_AGENT_BIN). `IGNIS_BENCH_BACKEND=sandbox` runs the same load on the sandbox
+//! backend (root only). Results go in BENCHMARKS.md by hand.
 
 use ignis_agent::{ExecRequest, Program};
 use ignis_runner::session::{SessionContext, SessionManager, SessionOutcome};
+use ignis_vm::VmProvider;
 use ignis_vm::fake::{FakeConfig, FakeProvider};
 use ignis_vm::profile::ProfileConfig;
 use std::collections::BTreeMap;
@@ -43,8 +45,20 @@ fn main() {
     let mut config = FakeConfig::new(agent);
     config.root = root.path().to_owned();
     let fake = FakeProvider::new(config);
+    let sandbox = std::env::var("IGNIS_BENCH_BACKEND").is_ok_and(|b| b == "sandbox");
+    let (backend, provider): (&str, Arc<dyn VmProvider>) = if sandbox {
+        match ignis_vm::sandbox::SandboxProvider::new() {
+            Ok(p) => ("sandbox", Arc::new(p)),
+            Err(e) => {
+                eprintln!("skipped: sandbox unavailable: {e}");
+                return;
+            }
+        }
+    } else {
+        ("fake", Arc::new(fake.clone()))
+    };
     let profiles = ProfileConfig::from_toml(
-        "[profiles.bench]\nlabels = [\"ubuntu-latest\"]\nbackend = \"fake\"\n",
+        &format!("[profiles.bench]\nlabels = [\"ubuntu-latest\"]\nbackend = \"{backend}\"\n"),
         Path::new("bench.toml"),
     )
     .expect("profile");
@@ -52,7 +66,7 @@ fn main() {
         .max_concurrent_sessions(LIMIT)
         .state_dir(state.path())
         .profiles(profiles)
-        .provider(Arc::new(fake.clone()))
+        .provider(provider)
         .build()
         .expect("manager");
     let req = ExecRequest {
@@ -90,14 +104,19 @@ fn main() {
         println!("round {round}: {SESSIONS} sessions in {secs:.2}s = {rate:.0} sessions/s");
         rates.push(rate);
     }
-    let stats = fake.stats();
-    assert_eq!(stats.live, 0);
-    assert!(stats.max_live <= LIMIT as u64);
     rates.sort_by(f64::total_cmp);
+    let max_live = if sandbox {
+        "n/a".to_owned()
+    } else {
+        let stats = fake.stats();
+        assert_eq!(stats.live, 0);
+        assert!(stats.max_live <= LIMIT as u64);
+        stats.max_live.to_string()
+    };
+    assert_eq!(manager.live_count(), 0);
     println!(
-        "median {:.0} sessions/s over {ROUNDS} rounds; max live {} (limit {LIMIT}); peak RSS (VmHWM) {} KiB",
+        "{backend}: median {:.0} sessions/s over {ROUNDS} rounds; max live {max_live} (limit {LIMIT}); peak RSS (VmHWM) {} KiB",
         rates[ROUNDS / 2],
-        stats.max_live,
         vm_hwm_kib().map_or("?".into(), |k| k.to_string())
     );
 }
