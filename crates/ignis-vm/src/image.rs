@@ -203,7 +203,7 @@ pub fn list(cache: &Path) -> Result<Vec<GuestImage>, ImageError> {
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| GuestImage::load(&e.path()).ok())
         .collect();
-    out.sort_by(|a, b| b.manifest.created.cmp(&a.manifest.created));
+    out.sort_by_key(|i| std::cmp::Reverse(i.manifest.created));
     Ok(out)
 }
 
@@ -235,6 +235,55 @@ fn run(cmd: &mut Command) -> Result<String, ImageError> {
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// [`resolve_kernel`], remembered in the cache until apt's package lists change (two
+/// `apt-cache` runs cost seconds on a loaded host, on every allocation otherwise).
+fn resolve_kernel_cached(cache: &Path, meta: &str) -> Result<(String, String), ImageError> {
+    let stamp = ["/var/cache/apt/pkgcache.bin", "/var/lib/apt/lists"]
+        .iter()
+        .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let memo = cache
+        .join("kernels")
+        .join(format!("{}.resolved", sanitize_name(meta)));
+    if let Ok(text) = fs::read_to_string(&memo) {
+        let mut parts = text.split('\n');
+        if let (Some(s), Some(pkg), Some(ver)) = (parts.next(), parts.next(), parts.next())
+            && s == stamp
+            && !stamp.is_empty()
+            && !pkg.is_empty()
+            && !ver.is_empty()
+        {
+            return Ok((pkg.to_owned(), ver.to_owned()));
+        }
+    }
+    let (pkg, ver) = resolve_kernel(meta)?;
+    if let Some(dir) = memo.parent()
+        && fs::create_dir_all(dir).is_ok()
+    {
+        // best effort: a missing memo only costs the apt-cache runs next time
+        let _ = fs::write(&memo, format!("{stamp}\n{pkg}\n{ver}"));
+    }
+    Ok((pkg, ver))
+}
+
+fn sanitize_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The versioned kernel package the meta package depends on, and its candidate version.
@@ -470,7 +519,7 @@ fn ensure_kernel(cache: &Path, pkg: &str, version: &str) -> Result<PathBuf, Imag
 ///
 /// Blocking (downloads, hashing, writing tens of MB): call it from `spawn_blocking`.
 pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
-    let (pkg, version) = resolve_kernel(&recipe.kernel_meta)?;
+    let (pkg, version) = resolve_kernel_cached(&recipe.cache_dir, &recipe.kernel_meta)?;
     let busybox = ["/usr/bin/busybox", "/bin/busybox"]
         .iter()
         .map(PathBuf::from)

@@ -27,7 +27,7 @@ use qmp::Qmp;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 use tokio::sync::Mutex as AsyncMutex;
@@ -92,14 +92,34 @@ impl Default for QemuConfig {
             recipe: None,
             accel: AccelChoice::Auto,
             boot_timeout: Duration::from_secs(120),
-            kvm_probe_timeout: Duration::from_secs(15),
+            // a KVM guest that works reaches its agent in well under a second; one that does
+            // not (nested PVM) hangs silently or pauses, so do not wait long for it
+            kvm_probe_timeout: Duration::from_secs(5),
             from_template: false,
         }
     }
 }
 
-/// The per-process verdict of the KVM probe.
-static ACCEL_VERDICT: OnceLock<Accel> = OnceLock::new();
+impl QemuConfig {
+    /// The defaults, adjusted by `IGNIS_QEMU` (binary), `IGNIS_QEMU_ACCEL` (`kvm`, `tcg`,
+    /// `auto`) and `IGNIS_QEMU_TEMPLATE=1` (allocate by restoring a template snapshot).
+    pub fn from_env() -> Self {
+        let mut c = QemuConfig::default();
+        if let Some(q) = std::env::var_os("IGNIS_QEMU").filter(|q| !q.is_empty()) {
+            c.qemu = PathBuf::from(q);
+        }
+        match std::env::var("IGNIS_QEMU_ACCEL").as_deref() {
+            Ok("kvm") => c.accel = AccelChoice::Force(Accel::Kvm),
+            Ok("tcg") => c.accel = AccelChoice::Force(Accel::Tcg),
+            _ => {}
+        }
+        c.from_template = std::env::var("IGNIS_QEMU_TEMPLATE").is_ok_and(|v| v == "1");
+        c
+    }
+}
+
+/// The per-process verdict of the KVM probe (one probe even when VMs start at once).
+static ACCEL_VERDICT: tokio::sync::OnceCell<Accel> = tokio::sync::OnceCell::const_new();
 
 /// A running VM's host side.
 #[derive(Debug)]
@@ -244,26 +264,30 @@ impl QemuProvider {
         if let AccelChoice::Force(a) = self.config.accel {
             return Ok(a);
         }
-        if let Some(a) = ACCEL_VERDICT.get() {
-            return Ok(*a);
-        }
-        let verdict = if !kvm_openable() {
+        Ok(*ACCEL_VERDICT.get_or_init(|| self.decide_accel()).await)
+    }
+
+    async fn decide_accel(&self) -> Accel {
+        if !kvm_openable() {
             tracing::warn!(
                 "qemu: /dev/kvm is not usable; guests run under TCG (software emulation, slow)"
             );
-            Accel::Tcg
-        } else {
-            match self.probe_kvm().await {
-                Ok(()) => Accel::Kvm,
-                Err(reason) => {
-                    tracing::warn!(
-                        "qemu: KVM cannot boot a guest on this host ({reason}); guests run under TCG (software emulation, slow)"
-                    );
-                    Accel::Tcg
-                }
+            return Accel::Tcg;
+        }
+        match self.probe_kvm().await {
+            Ok(()) => Accel::Kvm,
+            Err(reason) => {
+                tracing::warn!(
+                    "qemu: KVM cannot boot a guest on this host ({reason}); guests run under TCG (software emulation, slow)"
+                );
+                Accel::Tcg
             }
-        };
-        Ok(*ACCEL_VERDICT.get_or_init(|| verdict))
+        }
+    }
+
+    /// The probe's verdict if it already ran in this process.
+    pub fn accel_verdict() -> Option<Accel> {
+        ACCEL_VERDICT.get().copied()
     }
 
     /// Boot the image once under KVM: success is the agent answering.

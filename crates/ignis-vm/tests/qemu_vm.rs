@@ -4,6 +4,8 @@
 //! Needs `qemu-system-x86_64`, busybox-static and apt access to Debian's cloud kernel (the
 //! image is built once and cached); without them every test prints `skipped: <reason>`.
 
+#![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
+
 use ignis_agent::{AgentClient, AgentError, ExecRequest, ExitStatus, Program};
 use ignis_vm::qemu::{QemuConfig, QemuProvider};
 use ignis_vm::sandbox::process_start_time;

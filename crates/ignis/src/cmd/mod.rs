@@ -1,6 +1,7 @@
 //! One module per subcommand; `dispatch` routes to it.
 
 mod graph;
+mod image;
 mod list;
 mod run;
 mod validate;
@@ -27,6 +28,9 @@ pub enum Command {
     Graph(graph::Args),
     /// Run workflows, one isolated session per run.
     Run(Box<run::Args>),
+    /// Build, list and remove guest images of the VM backends.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
     /// Inspect and manage live sessions and backends.
     #[command(subcommand)]
     Vm(vm::VmCommand),
@@ -38,6 +42,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Image(cmd) => image::run(cmd),
         Command::Vm(cmd) => vm::run(cmd),
     }
 }

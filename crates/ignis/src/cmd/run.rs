@@ -153,7 +153,9 @@ fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
                 ignis_vm::firecracker::FirecrackerConfig::from_env(state),
             ))
         }
-        other => bail!("backend {other} is not available in `ignis run` yet"),
+        Backend::Qemu => Arc::new(ignis_vm::qemu::QemuProvider::new(
+            ignis_vm::qemu::QemuConfig::from_env(),
+        )),
     })
 }
 

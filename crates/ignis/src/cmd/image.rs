@@ -1,0 +1,122 @@
+//! `ignis image`: build, list and remove the guest images of the VM backends (qemu, and the
+//! ELF kernel firecracker boots).
+
+use anyhow::Context;
+use ignis_vm::image::{self, ImageRecipe};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Build (or find in the cache) the guest image and print where it is.
+    Build(BuildArgs),
+    /// List cached images.
+    Ls,
+    /// Remove cached images by key (a unique prefix is enough), or all with --all.
+    Rm {
+        keys: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Profile to build for (its name is recorded; every profile uses the same recipe today).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Extra host programs to copy into the image with their shared libraries.
+    #[arg(long = "with")]
+    pub with: Vec<String>,
+    /// The agent binary to put in the image (default: the one next to ignis).
+    #[arg(long, env = "IGNIS_AGENT_BIN")]
+    pub agent: Option<PathBuf>,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    let cache = image::cache_dir();
+    match cmd {
+        ImageCommand::Build(args) => {
+            let mut recipe = ImageRecipe::default_for_host().or_else(|e| match &args.agent {
+                Some(_) => Ok(ImageRecipe {
+                    cache_dir: cache.clone(),
+                    agent: PathBuf::new(),
+                    kernel_meta: image::DEFAULT_KERNEL_META.into(),
+                    programs: image::DEFAULT_PROGRAMS
+                        .iter()
+                        .map(|s| (*s).to_owned())
+                        .collect(),
+                }),
+                None => Err(e),
+            })?;
+            if let Some(a) = args.agent {
+                recipe.agent = a;
+            }
+            recipe.programs.extend(args.with);
+            if let Some(p) = &args.profile {
+                tracing::info!(profile = %p, "building the image for profile {p}");
+            }
+            let img = image::build(&recipe).context("building the guest image")?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&img.manifest)?);
+            } else {
+                println!("image {}", img.manifest.key);
+                println!("  dir      {}", img.dir.display());
+                println!(
+                    "  kernel   {} {} ({})",
+                    img.manifest.kernel_package,
+                    img.manifest.kernel_version,
+                    img.manifest.kernel_release
+                );
+                println!("  vmlinuz  {}", img.vmlinuz().display());
+                match img.vmlinux() {
+                    Some(v) => println!("  vmlinux  {}", v.display()),
+                    None => println!("  vmlinux  (not extracted)"),
+                }
+                println!("  initrd   {}", img.initrd().display());
+                println!(
+                    "  programs busybox, ignis-agent, {}",
+                    img.manifest.programs.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Ls => {
+            let images = image::list(&cache)?;
+            if images.is_empty() {
+                println!("no images in {}", cache.join("images").display());
+            }
+            for img in images {
+                println!(
+                    "{}  {}  {:>6.1} MiB  agent {}  {}",
+                    img.manifest.key,
+                    img.manifest.kernel_release,
+                    img.size() as f64 / (1024.0 * 1024.0),
+                    img.manifest.agent_sha256.get(..12).unwrap_or(""),
+                    img.manifest.programs.join(",")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Rm { keys, all } => {
+            let targets = if all {
+                image::list(&cache)?
+            } else {
+                if keys.is_empty() {
+                    anyhow::bail!("name the images to remove (see `ignis image ls`) or pass --all");
+                }
+                keys.iter()
+                    .map(|k| image::find(&cache, k))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            for img in targets {
+                image::remove(&img)?;
+                println!("removed {}", img.manifest.key);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
