@@ -7,7 +7,9 @@ mod session_support;
 use ignis_agent::AgentError;
 use ignis_runner::session::{SessionError, SessionEvent, SessionOutcome, SessionState};
 use ignis_vm::fake::{Fault, VmEvent};
-use session_support::{eventually, fake_env, fake_env_with, marker, processes_with, sh, sleeper};
+use session_support::{
+    Env, eventually, fake_env, fake_env_with, marker, processes_with, sh, sleeper,
+};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -148,9 +150,7 @@ async fn agent_dies_mid_command() {
     env.assert_clean();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn command_times_out() {
-    let env = fake_env(1).expect("fake");
+async fn command_times_out(env: Env) {
     let s = env
         .manager
         .create_session(env.ctx("a"))
@@ -173,9 +173,7 @@ async fn command_times_out() {
     env.assert_clean();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_mid_command() {
-    let env = fake_env(1).expect("fake");
+async fn cancel_mid_command(env: Env) {
     let s = env
         .manager
         .create_session(env.ctx("a"))
@@ -198,10 +196,7 @@ async fn cancel_mid_command() {
     env.assert_clean();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn executor_panics_and_drop_guard_releases() {
-    let env = fake_env(1).expect("fake");
-    let fake = env.fake.clone().expect("fake provider");
+async fn executor_panics_and_drop_guard_releases(env: Env) {
     let manager = env.manager.clone();
     let ctx = env.ctx("a");
     let m = marker();
@@ -221,7 +216,7 @@ async fn executor_panics_and_drop_guard_releases() {
     });
     assert!(task.await.expect_err("task panicked").is_panic());
     assert!(
-        eventually(|| env.manager.live_count() == 0 && fake.stats().live == 0).await,
+        eventually(|| env.manager.live_count() == 0 && env.counter.counts().live == 0).await,
         "drop guard released the vm"
     );
     assert!(matches!(
@@ -279,3 +274,34 @@ async fn state_record_write_failing_after_allocation_releases_the_vm() {
     std::fs::remove_file(&dir).unwrap();
     env.assert_clean();
 }
+
+/// The fault tests that need no injection, for every backend; `$factory(1)` returns `None`
+/// (after saying why) where the backend cannot run here.
+macro_rules! backend_faults {
+    ($backend:ident, $factory:path) => {
+        mod $backend {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn command_times_out() {
+                let Some(env) = $factory(1) else { return };
+                super::command_times_out(env).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancel_mid_command() {
+                let Some(env) = $factory(1) else { return };
+                super::cancel_mid_command(env).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn executor_panics_and_drop_guard_releases() {
+                let Some(env) = $factory(1) else { return };
+                super::executor_panics_and_drop_guard_releases(env).await;
+            }
+        }
+    };
+}
+
+backend_faults!(fake, session_support::fake_env);
+backend_faults!(sandbox, session_support::sandbox_env);
