@@ -104,6 +104,7 @@ pub fn run() -> Report {
             "apt-get install qemu-system-x86",
         )
         .renamed("qemu"),
+        qemu_accel_check(&kvm),
         cgroup_check(),
         userns_check(),
         overlay_check(),
@@ -202,6 +203,19 @@ fn kvm_device_check() -> Check {
 
 fn is_nested_pvm() -> bool {
     Path::new("/sys/module/kvm_pvm").exists()
+}
+
+/// The accelerator the qemu backend will use: KVM only when a probe guest really ran (the
+/// qemu backend repeats that probe with its own image and falls back to TCG the same way).
+fn qemu_accel_check(probe: &KvmProbe) -> Check {
+    if probe.runs_guests() {
+        ok("qemu-accel", "kvm")
+    } else {
+        ok(
+            "qemu-accel",
+            "tcg (software emulation, ~3 s boots): KVM cannot run a guest here",
+        )
+    }
 }
 
 fn kvm_guest_check(probe: &KvmProbe) -> Check {
