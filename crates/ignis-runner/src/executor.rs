@@ -4,6 +4,7 @@
 //! legs receive the session they run in.
 
 mod exprs;
+mod hash_files;
 mod job;
 mod managed;
 mod process;

@@ -303,3 +303,52 @@ async fn outputs_needs_and_skipped_propagation() {
     assert_eq!(out.job("c"), vec![JobResult::Skipped]);
     assert!(out.lines().iter().any(|l| l == "d-skipped"));
 }
+
+/// `hashFiles` as GitHub defines it, computed here independently: SHA-256 over the SHA-256
+/// of each file, in path order.
+fn expected_hash(contents: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut outer = Sha256::new();
+    for c in contents {
+        outer.update(Sha256::digest(c));
+    }
+    outer
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test]
+async fn hash_files_digests_workspace_files_in_the_machine() {
+    let Some(h) = harness() else { return };
+    let yaml = r#"on: push
+jobs:
+  a:
+    runs-on: ubuntu-latest
+    steps:
+      - run: |
+          mkdir -p sub 'deep/x'
+          printf one > a.txt
+          printf 'two\n' > sub/b.txt
+          printf three > 'deep/x/sp ace.txt'
+          printf ignored > c.rs
+          mkdir d.txt
+      - run: echo "all=${{ hashFiles('**/*.txt') }}"
+      - env:
+          SUB: ${{ hashFiles('sub', '!**/*.rs') }}
+        if: hashFiles('**/*.txt') != ''
+        run: echo "sub=$SUB none=[${{ hashFiles('**/*.nomatch') }}]"
+      - run: printf changed > a.txt
+      - run: echo "after=${{ hashFiles('*.txt') }}"
+"#;
+    let out = h.run(yaml).await;
+    let lines = out.lines();
+    assert_eq!(out.result, JobResult::Success, "{lines:#?}");
+    let all = expected_hash(&[b"one", b"three", b"two\n"]);
+    assert!(lines.contains(&format!("all={all}")), "{lines:#?}");
+    let sub = expected_hash(&[b"two\n"]);
+    assert!(lines.contains(&format!("sub={sub} none=[]")), "{lines:#?}");
+    let after = expected_hash(&[b"changed"]);
+    assert!(lines.contains(&format!("after={after}")), "{lines:#?}");
+}

@@ -3,6 +3,7 @@
 //! Nothing here allocates a VM: the leg receives the session it runs in.
 
 use super::exprs;
+use super::hash_files;
 use super::process::{self, CommandEffects, Ended, LogTarget};
 use super::{RunShared, SessionRef};
 use crate::events::{JobResult, LogStream, RunEvent, Stage, StepResult};
@@ -11,7 +12,7 @@ use crate::runtime::file_commands::{self, PrependPath};
 use crate::runtime::shell;
 use ignis_agent::{ExecRequest, Program};
 use ignis_workflow::expr::{EvalContext, Map as ExprMap, Status, Value};
-use ignis_workflow::model::{Action, Defaults, Job, Runs, Step, Workflow};
+use ignis_workflow::model::{Action, BoolExpr, Defaults, Job, NumberExpr, Runs, Step, Workflow};
 use indexmap::IndexMap;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -190,6 +191,7 @@ impl JobRunner {
         base.set("strategy", to_value(&spec.strategy));
         base.set("needs", to_value(&spec.needs));
         base.set("runner", to_value(&runner));
+        base.hash_files = Some(hash_files::callback());
         JobRunner {
             rt,
             session,
@@ -279,6 +281,26 @@ impl JobRunner {
         c
     }
 
+    /// Computes, in the machine, the `hashFiles` digests these step fields need.
+    async fn prefetch_hash_files(
+        &self,
+        templates: &[&str],
+        conditions: &[&str],
+        ctx: &EvalContext<'_>,
+    ) {
+        let requests = hash_files::requests(templates, conditions, ctx);
+        if requests.is_empty() {
+            return;
+        }
+        hash_files::prefetch(
+            &self.session.agent,
+            &self.rt.base_env,
+            &self.dirs.workspace,
+            requests,
+        )
+        .await;
+    }
+
     /// Run the leg: directories, env, steps, post steps, outputs.
     pub(crate) async fn run(mut self) -> LegResult {
         let started = Instant::now();
@@ -290,7 +312,7 @@ impl JobRunner {
             session_id: self.session.session_id.clone(),
             vm_id: self.session.vm_id.clone(),
         });
-        let result = self.run_inner().await;
+        let result = hash_files::scope(self.run_inner()).await;
         let mut outputs = serde_json::Map::new();
         if result.is_ok() {
             // Job outputs see the job's steps context, kept by `run_inner`.
@@ -481,6 +503,11 @@ impl JobRunner {
             step.id.clone().unwrap_or_else(|| step.index.to_string())
         );
         let ctx0 = self.ctx(frame, None);
+        // `hashFiles` digests are computed in the machine before evaluation: first for the
+        // step's env (evaluated first), then for the fields that may read that env.
+        hash_files::clear();
+        let env_srcs: Vec<&str> = step.env.values().filter_map(|v| v.as_str()).collect();
+        self.prefetch_hash_files(&env_srcs, &[], &ctx0).await;
         // Step env (evaluated first: `if:` may read it).
         let mut step_env = IndexMap::new();
         let mut setup_error = None;
@@ -493,8 +520,26 @@ impl JobRunner {
                 Err(e) => setup_error = Some(e),
             }
         }
-        let name = self.rt.masker.mask(&self.step_display_name(step, &ctx0));
         let ctx = self.ctx(frame, Some(&step_env));
+        {
+            let mut templates: Vec<&str> = step.with.values().filter_map(|v| v.as_str()).collect();
+            templates.extend(
+                [&step.name, &step.run, &step.shell, &step.working_directory]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str),
+            );
+            if let Some(BoolExpr::Expr(s)) = &step.continue_on_error {
+                templates.push(s);
+            }
+            if let Some(NumberExpr::Expr(s)) = &step.timeout_minutes {
+                templates.push(s);
+            }
+            let conditions: Vec<&str> = step.condition.as_deref().into_iter().collect();
+            self.prefetch_hash_files(&templates, &conditions, &ctx)
+                .await;
+        }
+        let name = self.rt.masker.mask(&self.step_display_name(step, &ctx0));
         self.arm_step_token();
         let run_it = match exprs::condition(
             step.condition.as_deref(),
