@@ -39,6 +39,10 @@ if [ -f /etc/os-release ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-releas
     $SUDO apt-get update -qq
     $SUDO apt-get install -y -qq -t bookworm-backports "${vm_pkgs[@]}"
   fi
+  # the guest kernel is fetched with `apt-get download linux-image-cloud-amd64`'s dependency
+  if ! apt-cache policy linux-image-cloud-amd64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    $SUDO apt-get update -qq
+  fi
 fi
 
 cargo fmt --all --check

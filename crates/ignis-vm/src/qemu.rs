@@ -285,6 +285,11 @@ impl QemuProvider {
         }
     }
 
+    /// The template snapshot allocations restore from, once made.
+    pub fn template_snapshot(&self) -> Option<SnapshotId> {
+        self.template.get().cloned()
+    }
+
     /// The probe's verdict if it already ran in this process.
     pub fn accel_verdict() -> Option<Accel> {
         ACCEL_VERDICT.get().copied()
@@ -660,6 +665,17 @@ impl QemuProvider {
             .write_file("/dev/urandom", seed, 0o666)
             .await
             .map_err(|e| format!("writing guest entropy: {e}"))
+    }
+}
+
+impl Drop for QemuProvider {
+    /// The template snapshot belongs to this provider (~100 MB per image): remove it.
+    fn drop(&mut self) {
+        if let Some(snap) = self.template.get() {
+            let file = PathBuf::from(&snap.0);
+            let _ = std::fs::remove_file(file.with_extension("json"));
+            let _ = std::fs::remove_file(file);
+        }
     }
 }
 

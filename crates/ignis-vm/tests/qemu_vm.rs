@@ -300,4 +300,9 @@ async fn allocation_from_a_template_snapshot() {
     p.release(&b).await.expect("release b");
     assert_released(&a);
     assert_released(&b);
+    let template = PathBuf::from(p.template_snapshot().expect("template made").0);
+    assert!(template.is_file());
+    drop(p);
+    assert!(!template.exists(), "the template is removed with its provider");
+    assert!(!template.with_extension("json").exists());
 }
