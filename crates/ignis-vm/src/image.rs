@@ -220,8 +220,20 @@ pub fn find(cache: &Path, prefix: &str) -> Result<GuestImage, ImageError> {
     }
 }
 
-/// Delete one image.
+/// Delete one image, and the qemu template snapshots made from it.
 pub fn remove(image: &GuestImage) -> Result<(), ImageError> {
+    if let Some(cache) = image.dir.parent().and_then(Path::parent) {
+        let prefix = format!("template-{}-", image.manifest.key);
+        for e in fs::read_dir(cache.join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
     fs::remove_dir_all(&image.dir).map_err(io_err(format!("removing {}", image.dir.display())))
 }
 

@@ -274,7 +274,25 @@ impl QemuProvider {
             );
             return Accel::Tcg;
         }
-        match self.probe_kvm().await {
+        // The verdict holds until the host reboots (or the image, i.e. the guest kernel,
+        // changes): remembered on disk so each ignis process does not pay the probe again.
+        let memo = self.verdict_memo().await;
+        if let Some(path) = &memo
+            && let Ok(text) = std::fs::read_to_string(path)
+        {
+            match text.trim() {
+                "kvm" => return Accel::Kvm,
+                "tcg" => {
+                    tracing::warn!(
+                        "qemu: KVM cannot boot a guest on this host (probed earlier since boot: {}); guests run under TCG (software emulation, slow)",
+                        path.display()
+                    );
+                    return Accel::Tcg;
+                }
+                _ => {}
+            }
+        }
+        let verdict = match self.probe_kvm().await {
             Ok(()) => Accel::Kvm,
             Err(reason) => {
                 tracing::warn!(
@@ -282,7 +300,34 @@ impl QemuProvider {
                 );
                 Accel::Tcg
             }
+        };
+        if let Some(path) = memo
+            && let Some(dir) = path.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            // best effort: without the memo the next process probes again
+            let _ = std::fs::write(&path, verdict.as_str());
         }
+        verdict
+    }
+
+    /// Where the probe verdict is remembered: keyed by the host's boot id, the QEMU binary
+    /// and the image.
+    async fn verdict_memo(&self) -> Option<PathBuf> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let image = self.image().await.ok()?;
+        let qemu = self.qemu_available().ok()?;
+        let qemu_id = std::fs::metadata(&qemu)
+            .and_then(|m| m.modified())
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(image::cache_dir().join("accel").join(format!(
+            "{}-{}-{qemu_id}",
+            boot.trim(),
+            image.manifest.key
+        )))
     }
 
     /// The template snapshot allocations restore from, once made.
@@ -572,10 +617,56 @@ impl QemuProvider {
                 let image = self.image().await?;
                 let accel = self.accel().await?;
                 let launch = self.launch_for(spec, &image, accel);
-                self.make_template(spec, launch).await
+                let file = self.template_path(&image, &launch);
+                if file.is_file() && file.with_extension("json").is_file() {
+                    return Ok(SnapshotId(file.display().to_string()));
+                }
+                let made = PathBuf::from(self.make_template(spec, launch).await?.0);
+                // install under the shared name only when complete (json first: a state file
+                // without its json is never used)
+                let installed =
+                    std::fs::rename(made.with_extension("json"), file.with_extension("json"))
+                        .and_then(|()| std::fs::rename(&made, &file));
+                if let Err(e) = installed {
+                    let _ = std::fs::remove_file(made.with_extension("json"));
+                    let _ = std::fs::remove_file(&made);
+                    return Err(VmError::Snapshot {
+                        op: "template",
+                        reason: format!("installing {}: {e}", file.display()),
+                    });
+                }
+                Ok(SnapshotId(file.display().to_string()))
             })
             .await
             .cloned()
+    }
+
+    /// The template of an image for one machine shape, shared by every process: keyed by the
+    /// launch (image, accelerator, vcpus, memory), the kernel command line (host TSC) and the
+    /// QEMU binary, any of which would make the saved state unloadable or wrong.
+    fn template_path(&self, image: &GuestImage, launch: &Launch) -> PathBuf {
+        use sha2::Digest;
+        let qemu = self
+            .qemu_available()
+            .unwrap_or_else(|_| self.config.qemu.clone());
+        let qemu_mtime = std::fs::metadata(&qemu)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let mut h = sha2::Sha256::new();
+        h.update(format!(
+            "{launch:?}\0{}\0{}\0{qemu_mtime}",
+            kernel_cmdline(),
+            qemu.display()
+        ));
+        let key: String = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.config
+            .snapshot_dir
+            .join(format!("template-{}-{key}.state", image.manifest.key))
     }
 
     /// Boot without ever connecting to the agent, wait until the agent opened its port
@@ -665,17 +756,6 @@ impl QemuProvider {
             .write_file("/dev/urandom", seed, 0o666)
             .await
             .map_err(|e| format!("writing guest entropy: {e}"))
-    }
-}
-
-impl Drop for QemuProvider {
-    /// The template snapshot belongs to this provider (~100 MB per image): remove it.
-    fn drop(&mut self) {
-        if let Some(snap) = self.template.get() {
-            let file = PathBuf::from(&snap.0);
-            let _ = std::fs::remove_file(file.with_extension("json"));
-            let _ = std::fs::remove_file(file);
-        }
     }
 }
 

@@ -300,9 +300,22 @@ async fn allocation_from_a_template_snapshot() {
     p.release(&b).await.expect("release b");
     assert_released(&a);
     assert_released(&b);
+    // the template is shared across providers (processes) of the same image and shape
     let template = PathBuf::from(p.template_snapshot().expect("template made").0);
     assert!(template.is_file());
     drop(p);
-    assert!(!template.exists(), "the template is removed with its provider");
-    assert!(!template.with_extension("json").exists());
+    let Some(p2) = provider(true) else { return };
+    let c = p2
+        .allocate(&s)
+        .await
+        .expect("clone from the existing template");
+    assert_eq!(
+        p2.template_snapshot().map(|t| PathBuf::from(t.0)),
+        Some(template)
+    );
+    let (bc, _) = sh(&c.agent, "cat /proc/sys/kernel/random/boot_id").await;
+    assert_ne!(Some(bc.as_str()), ida);
+    assert_ne!(Some(bc.as_str()), idb);
+    p2.release(&c).await.expect("release c");
+    assert_released(&c);
 }
