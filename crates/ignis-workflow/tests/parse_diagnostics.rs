@@ -400,6 +400,25 @@ fn on_problems() {
 }
 
 #[test]
+fn bad_filter_patterns_are_located_at_their_item() {
+    let src = "on:\n  push:\n    branches:\n      - main\n      - 'rel/[z-a]'\n    paths: ['ok/**', 'a\\']\n  workflow_run:\n    workflows: [ci]\n    branches-ignore: ['[']\njobs:\n  a:\n    runs-on: x\n    steps: [{run: echo}]\n";
+    let d = errors(src);
+    assert!(d.iter().all(|d| d.kind == DiagnosticKind::Schema), "{d}");
+    assert_eq!(
+        rendered(src),
+        [
+            "5:9: `on.push.branches`: invalid filter pattern 'rel/[z-a]': ranges can only include a-z, A-Z and 0-9 at position 6",
+            "6:22: `on.push.paths`: invalid filter pattern 'a\\': missing character after '\\' at position 1",
+            "9:23: `on.workflow_run.branches-ignore`: invalid filter pattern '[': missing closing bracket ']' after '[' at position 0",
+        ]
+    );
+    assert_eq!(
+        d.0[0].to_string(),
+        "wf.yml:5:9: `on.push.branches`: invalid filter pattern 'rel/[z-a]': ranges can only include a-z, A-Z and 0-9 at position 6"
+    );
+}
+
+#[test]
 fn every_error_is_reported_at_once_in_position_order() {
     let src = "on: push\nfoo: 1\njobs:\n  1a:\n    needs: zz\n    runs-on: x\n    steps:\n      - id: s\n        run: echo ${{ always() }}\n      - id: s\n      - run: echo\n        with: {a: 1}\n";
     let d = errors(src);

@@ -5,6 +5,7 @@
 use super::Sink;
 use super::yaml::{Node, NodeKind};
 use crate::model::*;
+use crate::plan::filter::FilterPattern;
 use indexmap::IndexMap;
 use serde_json::Value;
 
@@ -296,6 +297,25 @@ impl Cx<'_> {
         }
     }
 
+    /// Compiles each filter pattern (`branches`, `paths`, ...) of `node` with the planner's
+    /// compiler, reporting a bad one at its own item: the model keeps no locations for `on:`
+    /// entries, so this is the last point where the error can say where it is.
+    fn filter_patterns(&mut self, node: &Node, what: &str) {
+        let items = match &node.kind {
+            NodeKind::Seq(items) => items.as_slice(),
+            NodeKind::Scalar(_) => std::slice::from_ref(node),
+            NodeKind::Map(_) => return,
+        };
+        for item in items {
+            let Some(text) = item.scalar().filter(|s| !s.is_null()).map(|s| &s.text) else {
+                continue;
+            };
+            if let Err(err) = FilterPattern::new(text) {
+                self.sink.schema(item.loc, format!("{what}: {err}"));
+            }
+        }
+    }
+
     fn boolean(&mut self, node: &Node, what: &str) -> Option<bool> {
         match node.scalar().map(|s| s.value()) {
             Some(Value::Bool(b)) => Some(b),
@@ -455,6 +475,11 @@ fn trigger(cx: &mut Cx<'_>, event: &str, config: Option<&Node>) -> Trigger {
                     &["types"]
                 };
                 let f = cx.fields(config, &format!("`on.{event}`"), allowed);
+                for key in ["branches", "branches-ignore"] {
+                    if let Some(node) = f.get(key) {
+                        cx.filter_patterns(node, &format!("`on.{event}.{key}`"));
+                    }
+                }
                 if let Some(types) = f.get("types") {
                     other.types = cx
                         .string_list(types, &format!("`on.{event}.types`"))
@@ -493,8 +518,13 @@ fn ref_filters(cx: &mut Cx<'_>, event: &str, config: Option<&Node>, push: bool) 
     let what = format!("`on.{event}`");
     let f = cx.fields(config, &what, allowed);
     let list = |cx: &mut Cx<'_>, key: &str| {
-        f.get(key)
-            .and_then(|n| cx.seq_of_strings(n, &format!("`on.{event}.{key}`")))
+        let node = f.get(key)?;
+        let what = format!("`on.{event}.{key}`");
+        let patterns = cx.seq_of_strings(node, &what)?;
+        if key != "types" {
+            cx.filter_patterns(node, &what);
+        }
+        Some(patterns)
     };
     out.branches = list(cx, "branches");
     out.branches_ignore = list(cx, "branches-ignore");
