@@ -488,6 +488,13 @@ impl QemuProvider {
             Err(e) => return Err(alloc_err(spec, cleanup(format!("qmp: {e}")).await)),
         };
         let qmp = Arc::new(AsyncMutex::new(qmp));
+        // Connect to the agent before a restored guest runs: a guest captured while its host
+        // was connected must never see the port without a host (its agent would take that as
+        // the host leaving and power off).
+        let agent = match connect_agent(&dir.join("agent.sock"), timeout).await {
+            Ok(a) => a,
+            Err(e) => return Err(alloc_err(spec, cleanup(e).await)),
+        };
         if let Some(file) = incoming {
             let r = async {
                 let mut q = qmp.lock().await;
@@ -518,10 +525,6 @@ impl QemuProvider {
                 });
             }
         }
-        let agent = match connect_agent(&dir.join("agent.sock"), timeout).await {
-            Ok(a) => a,
-            Err(e) => return Err(alloc_err(spec, cleanup(e).await)),
-        };
         // Ready = the agent answers, while QMP says the guest is alive and QEMU has not exited.
         let ready = async {
             let ping = agent.ping();
