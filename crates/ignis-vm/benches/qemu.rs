@@ -94,6 +94,7 @@ async fn main() {
     let mut boots = Vec::new();
     let mut execs = Vec::new();
     let mut uploads = Vec::new();
+    let mut snapshots = Vec::new();
     let tar = repo_tar();
     println!("repository tar: {} bytes", tar.len());
     for i in 0..n {
@@ -119,12 +120,18 @@ async fn main() {
                 .await
                 .expect("put_tar");
             uploads.push(t.elapsed());
+            // a step snapshot of a live VM (stop + migrate to a file + cont)
+            let t = Instant::now();
+            let snap = cold.snapshot(&vm, "bench").await.expect("snapshot");
+            snapshots.push(t.elapsed());
+            QemuProvider::remove_snapshot(&snap).expect("remove snapshot");
         }
         cold.release(&vm).await.expect("release");
     }
     report("cold boot to agent ready", boots);
     report("exec round trip (/bin/true)", execs);
     report("put_tar 10 MB repository", uploads);
+    report("snapshot of a live VM (after the upload)", snapshots);
 
     let mut config = QemuConfig::from_env();
     config.from_template = true;

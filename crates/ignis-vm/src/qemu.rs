@@ -330,6 +330,20 @@ impl QemuProvider {
         )))
     }
 
+    /// Delete a snapshot made by [`VmProvider::snapshot`] (state file and its metadata; a
+    /// snapshot is ~100 MB). Missing files are not an error.
+    pub fn remove_snapshot(snapshot: &SnapshotId) -> Result<(), VmError> {
+        let file = PathBuf::from(&snapshot.0);
+        for p in [file.with_extension("json"), file] {
+            match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
+            }
+        }
+        Ok(())
+    }
+
     /// The template snapshot allocations restore from, once made.
     pub fn template_snapshot(&self) -> Option<SnapshotId> {
         self.template.get().cloned()
@@ -1060,6 +1074,22 @@ mod tests {
         };
         let err = p.allocate(&spec).await.expect_err("host network refused");
         assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn remove_snapshot_removes_state_and_metadata() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("s.state");
+        std::fs::write(&state, b"x").expect("state");
+        std::fs::write(state.with_extension("json"), b"{}").expect("json");
+        let id = SnapshotId(state.display().to_string());
+        QemuProvider::remove_snapshot(&id).expect("remove");
+        assert!(!state.exists() && !state.with_extension("json").exists());
+        QemuProvider::remove_snapshot(&id).expect("removing twice is fine");
+        assert!(
+            load_launch(&state).is_err(),
+            "a removed snapshot cannot be restored"
+        );
     }
 
     #[tokio::test]

@@ -268,8 +268,12 @@ async fn snapshot_restore_and_reap() {
     // the reaper releases what a dead ignis left behind, from the record alone
     p.reap(&vm.record).await.expect("reap");
     assert_released(&vm);
-    let _ = std::fs::remove_file(&snap.0);
-    let _ = std::fs::remove_file(PathBuf::from(&snap.0).with_extension("json"));
+    QemuProvider::remove_snapshot(&snap).expect("remove snapshot");
+    assert!(!PathBuf::from(&snap.0).exists());
+    assert!(
+        p.restore(&snap, &spec()).await.is_err(),
+        "a removed snapshot cannot be restored"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
