@@ -824,20 +824,11 @@ impl JobRunner {
         (ok, outputs, state)
     }
 
-    /// Create the five (empty) file command files of one command: pipelined writes.
+    /// Create the five (empty) file command files of one command in its own directory:
+    /// one `put_tar`.
     async fn create_file_commands(&self, files: &FilePaths) -> Result<(), ignis_agent::AgentError> {
-        let agent = &self.session.agent;
-        let (a, b, c, d, e) = tokio::join!(
-            agent.write_file(&files.env, Vec::new(), 0o666),
-            agent.write_file(&files.output, Vec::new(), 0o666),
-            agent.write_file(&files.state, Vec::new(), 0o666),
-            agent.write_file(&files.path, Vec::new(), 0o666),
-            agent.write_file(&files.summary, Vec::new(), 0o666),
-        );
-        match [a, b, c, d, e].into_iter().find_map(Result::err) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let tar = file_commands::empty_files_tar().map_err(ignis_agent::AgentError::Io)?;
+        self.session.agent.put_tar(&files.dir, tar).await
     }
 
     async fn read_file_commands(
@@ -846,25 +837,37 @@ impl JobRunner {
         files: &FilePaths,
     ) -> Result<FileCommandsRead, String> {
         let agent = &self.session.agent;
-        let (env, output, state, path, summary) = tokio::join!(
-            agent.read_file(&files.env),
-            agent.read_file(&files.output),
-            agent.read_file(&files.state),
-            agent.read_file(&files.path),
-            agent.read_file(&files.summary),
-        );
-        // A file the step never wrote does not exist: that is "no commands".
-        let data = |r: Result<Vec<u8>, ignis_agent::AgentError>| r.unwrap_or_default();
-        let mut out = FileCommandsRead {
-            env: file_commands::parse_key_values("GITHUB_ENV", &data(env))
-                .map_err(|e| e.to_string())?,
-            outputs: file_commands::parse_key_values("GITHUB_OUTPUT", &data(output))
-                .map_err(|e| e.to_string())?,
-            state: file_commands::parse_key_values("GITHUB_STATE", &data(state))
-                .map_err(|e| e.to_string())?,
-            path: file_commands::parse_path_file(&data(path)).map_err(|e| e.to_string())?,
+        // One `get_tar` of the command's directory; a missing directory (the step removed
+        // it) means no commands.
+        let read = match agent.get_tar(&files.dir).await {
+            Ok(tar) => file_commands::read_files_tar(&tar)
+                .map_err(|e| format!("reading the file command files: {e}"))?,
+            Err(_) => file_commands::FilesRead::default(),
         };
-        match file_commands::take_summary(&data(summary)) {
+        let file_commands::FilesRead {
+            mut contents,
+            links,
+        } = read;
+        // A file replaced by a symlink: read through the link, like the runner would.
+        for i in links {
+            let Some(name) = file_commands::FILE_NAMES.get(i) else {
+                continue;
+            };
+            contents[i] = agent
+                .read_file(&format!("{}/{name}", files.dir))
+                .await
+                .unwrap_or_default();
+        }
+        let [env, output, state, path, summary] = contents;
+        let mut out = FileCommandsRead {
+            env: file_commands::parse_key_values("GITHUB_ENV", &env).map_err(|e| e.to_string())?,
+            outputs: file_commands::parse_key_values("GITHUB_OUTPUT", &output)
+                .map_err(|e| e.to_string())?,
+            state: file_commands::parse_key_values("GITHUB_STATE", &state)
+                .map_err(|e| e.to_string())?,
+            path: file_commands::parse_path_file(&path).map_err(|e| e.to_string())?,
+        };
+        match file_commands::take_summary(&summary) {
             Ok(Some(md)) => self.rt.bus.emit(RunEvent::StepSummary {
                 job_id: self.spec.job_id.clone(),
                 matrix: self.spec.matrix.clone(),
@@ -1407,6 +1410,8 @@ impl JobRunner {
 pub(crate) struct FilePaths {
     seq: u32,
     stem: String,
+    /// The command's own directory, holding its five files.
+    dir: String,
     env: String,
     output: String,
     state: String,
@@ -1417,13 +1422,17 @@ pub(crate) struct FilePaths {
 impl FilePaths {
     fn new(dir: &str, seq: u32) -> Self {
         let stem = format!("step-{seq}");
+        let dir = format!("{dir}/{stem}");
+        let [env, output, state, path, summary] =
+            file_commands::FILE_NAMES.map(|name| format!("{dir}/{name}"));
         FilePaths {
             seq,
-            env: format!("{dir}/{stem}.env"),
-            output: format!("{dir}/{stem}.output"),
-            state: format!("{dir}/{stem}.state"),
-            path: format!("{dir}/{stem}.path"),
-            summary: format!("{dir}/{stem}.summary.md"),
+            env,
+            output,
+            state,
+            path,
+            summary,
+            dir,
             stem,
         }
     }

@@ -24,6 +24,72 @@ pub enum FileCommandError {
     SummaryTooLarge { size: usize },
 }
 
+/// The file names of one command's file command files, inside that command's own
+/// directory: `GITHUB_ENV`, `GITHUB_OUTPUT`, `GITHUB_STATE`, `GITHUB_PATH`,
+/// `GITHUB_STEP_SUMMARY`. One directory per command lets the runner create all five with one
+/// `put_tar` and read them back with one `get_tar` (two messages per step instead of ten).
+pub const FILE_NAMES: [&str; 5] = ["env", "output", "state", "path", "summary.md"];
+
+/// A tar holding the five file command files, empty, mode 0666 (GitHub creates them before
+/// the step; the toolkit refuses to append to a missing file).
+pub fn empty_files_tar() -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    for name in FILE_NAMES {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_size(0);
+        h.set_mode(0o666);
+        h.set_mtime(0);
+        b.append_data(&mut h, name, std::io::empty())?;
+    }
+    b.into_inner()
+}
+
+/// What a command left in its file command files, from the `get_tar` of its directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FilesRead {
+    /// Contents by position in [`FILE_NAMES`]; a missing file is empty ("no commands").
+    pub contents: [Vec<u8>; 5],
+    /// Files the step replaced with a symlink (the tar does not follow links): their
+    /// positions, for the caller to read through the link.
+    pub links: Vec<usize>,
+}
+
+/// Reads the file command files out of the tar of their directory. Entries other than the
+/// five files (a step may create more in the directory) are ignored.
+pub fn read_files_tar(data: &[u8]) -> std::io::Result<FilesRead> {
+    let mut out = FilesRead::default();
+    let mut archive = tar::Archive::new(data);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = entry.path()?.into_owned();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // Only the directory's own entries (`./env`, `env`), not files in a subdirectory.
+        if path
+            .components()
+            .filter(|c| !matches!(c, std::path::Component::CurDir))
+            .count()
+            != 1
+        {
+            continue;
+        }
+        let Some(i) = FILE_NAMES.iter().position(|n| *n == name) else {
+            continue;
+        };
+        let kind = entry.header().entry_type();
+        if kind.is_symlink() {
+            out.links.push(i);
+        } else if kind.is_file() {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut buf)?;
+            out.contents[i] = buf;
+        }
+    }
+    Ok(out)
+}
+
 /// Parse a key/value file command file (`GITHUB_ENV`, `GITHUB_OUTPUT`, `GITHUB_STATE`).
 /// `file` names it in errors. Later assignments of the same name win (kept in order).
 pub fn parse_key_values(
@@ -213,5 +279,45 @@ mod tests {
             take_summary(&big),
             Err(FileCommandError::SummaryTooLarge { .. })
         ));
+    }
+    #[test]
+    fn files_tar_round_trip() {
+        let tar = empty_files_tar().expect("tar");
+        let read = read_files_tar(&tar).expect("read");
+        assert_eq!(read, FilesRead::default());
+        let mut a = tar::Archive::new(tar.as_slice());
+        let mut names = Vec::new();
+        for e in a.entries().expect("entries") {
+            let e = e.expect("entry");
+            assert_eq!(e.header().mode().expect("mode"), 0o666);
+            assert_eq!(e.header().size().expect("size"), 0);
+            names.push(e.path().expect("path").display().to_string());
+        }
+        assert_eq!(names, FILE_NAMES);
+    }
+
+    #[test]
+    fn read_files_tar_takes_contents_links_and_ignores_the_rest() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, data).expect("append");
+        };
+        add("./output", b"x=1\n");
+        add("./sub/env", b"NOPE=1\n");
+        add("./other", b"junk");
+        add("summary.md", b"# hi");
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "./path", "/elsewhere").expect("link");
+        let data = b.into_inner().expect("tar");
+        let read = read_files_tar(&data).expect("read");
+        assert_eq!(read.contents[0], b"");
+        assert_eq!(read.contents[1], b"x=1\n");
+        assert_eq!(read.contents[4], b"# hi");
+        assert_eq!(read.links, vec![3]);
     }
 }
