@@ -227,3 +227,25 @@ fn step_summaries_go_to_the_summary_file_masked() {
     let md = std::fs::read_to_string(&file).expect("summary file");
     assert_eq!(md.trim(), "## built with ***");
 }
+
+#[test]
+fn graph_flag_prints_the_job_dag_like_ignis_graph() {
+    let dir = repo(
+        "name: ci\non: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo a\n  b:\n    needs: a\n    runs-on: ubuntu-latest\n    strategy:\n      matrix:\n        n: [1, 2]\n    steps:\n      - run: echo b\n",
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .expect("run ignis");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let g = run(&["run", "-g"]);
+    assert_eq!(
+        g,
+        "ci (.github/workflows/ci.yml)\n  stage 0\n    a\n  stage 1\n    b  <- a  [2 legs]\n"
+    );
+    assert_eq!(g, run(&["graph", "push"]), "same text as `ignis graph`");
+}

@@ -237,7 +237,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(if args.job.is_some() { 2 } else { 0 }));
     }
 
-    if args.list || args.graph || args.dryrun {
+    if args.graph {
+        // The same DAG text as `ignis graph`, for the workflows this event runs.
+        let planned: Vec<super::list::Planned> = selected
+            .iter()
+            .map(|(path, wf, plan)| super::list::Planned {
+                path: PathBuf::from(relative(path, &repo_dir)),
+                workflow: wf.clone(),
+                plan: plan.clone(),
+            })
+            .collect();
+        print!("{}", super::graph::render_graph(&planned));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.list || args.dryrun {
         for (path, wf, plan) in &selected {
             let rel = relative(path, &repo_dir);
             println!(
