@@ -17,7 +17,7 @@
 use crate::provider::{Backend, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec};
 use ignis_agent::{AgentClient, ExecRequest, Program};
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -470,33 +470,8 @@ impl VmProvider for FakeProvider {
     }
 }
 
-/// Whether the process `pid` that started at `start_time` still runs: same start time and
-/// not a zombie (an exited process nobody has waited for yet, e.g. under an init that is slow
-/// to reap).
-pub fn process_running(pid: u32, start_time: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat"))
-    else {
-        return false;
-    };
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-        return false;
-    };
-    let mut fields = rest.split_whitespace();
-    let state = fields.next().unwrap_or("X");
-    let start = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
-    start == Some(start_time) && state != "Z" && state != "X"
-}
-
-/// Start time of a process in clock ticks since boot (`/proc/PID/stat` field 22), which with
-/// the pid names one process for good: a recycled pid has a later start time.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat =
-        std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces or ')'; fields after
-    // the last ')' start at field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
+// Process identity is shared with the other backends; re-exported for the session store.
+pub use crate::host::{process_running, process_start_time};
 
 #[cfg(test)]
 mod tests {
@@ -511,16 +486,5 @@ mod tests {
         assert_eq!(f, Fault::Off);
         let mut a = Fault::Always;
         assert!(a.fire() && a.fire());
-    }
-
-    #[test]
-    fn start_time_of_self_is_stable_and_dead_pid_has_none() {
-        let me = std::process::id();
-        let t = process_start_time(me).expect("own stat");
-        assert_eq!(process_start_time(me), Some(t));
-        assert_eq!(process_start_time(u32::MAX), None);
-        assert!(process_running(me, t));
-        assert!(!process_running(me, t + 1));
-        assert!(!process_running(u32::MAX, t));
     }
 }

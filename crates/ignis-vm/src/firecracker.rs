@@ -159,7 +159,7 @@ impl Drop for Machine {
             let _ = child.start_kill();
         }
         for (pid, start) in &self.record.processes {
-            host::kill_if_same(*pid, *start);
+            let _ = host::kill_if_same(*pid, *start);
         }
         if let Some(tap) = self.tap.take() {
             delete_tap(&tap);
@@ -991,7 +991,7 @@ impl VmProvider for FirecrackerProvider {
 /// still names the same process), delete its tap and paths.
 pub fn reap_record(record: &VmRecord) -> Result<(), VmError> {
     for (pid, start) in &record.processes {
-        host::kill_if_same(*pid, *start);
+        let _ = host::kill_if_same(*pid, *start);
     }
     let mut failures = Vec::new();
     for p in &record.paths {

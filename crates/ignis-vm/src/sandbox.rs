@@ -514,37 +514,9 @@ pub fn userns_diagnosis(errno: i32, read: impl Fn(&str) -> Option<String>) -> St
     )
 }
 
-/// Reads a process's start time (clock ticks since boot, /proc/PID/stat field 22).
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// True when `pid` still runs with start time `start` (a zombie counts as gone: it holds no
-/// resources and its parent will reap it).
-fn process_alive(pid: u32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next());
-    state != Some("Z") && process_start_time(pid) == Some(start)
-}
-
-/// Kills the process `pid` only if it still has `start` as its start time.
-fn kill_if_same(pid: u32, start: u64) -> io::Result<bool> {
-    if process_start_time(pid) != Some(start) {
-        return Ok(false);
-    }
-    match sys::kill_pid(pid, libc::SIGKILL) {
-        Ok(()) => Ok(true),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
+/// Process identity is shared with the other backends (and `qemu` imports it from here).
+pub use crate::host::process_start_time;
+use crate::host::{kill_if_same, process_running, remove_path};
 
 /// Host resources of a half-built sandbox, released on drop unless disarmed.
 struct LaunchGuard {
@@ -1171,7 +1143,7 @@ fn reap_record(record: &VmRecord) -> Result<(), VmError> {
         if kill_if_same(*pid, *start).map_err(|e| err(format!("killing pid {pid}"), e))? {
             // Wait (bounded) for it to go away; it is not our child, so poll /proc.
             let deadline = Instant::now() + Duration::from_secs(5);
-            while process_alive(*pid, *start) && Instant::now() < deadline {
+            while process_running(*pid, *start) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -1186,17 +1158,7 @@ fn reap_record(record: &VmRecord) -> Result<(), VmError> {
     }
     cgroup::remove_dirs(&record.cgroups).map_err(|e| err("removing cgroups".into(), e))?;
     for p in &record.paths {
-        let r = if p.is_dir() {
-            std::fs::remove_dir_all(p)
-        } else {
-            std::fs::remove_file(p)
-        };
-        match r {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                return Err(err(format!("removing {}", p.display()), e));
-            }
-            _ => {}
-        }
+        remove_path(p).map_err(|e| err(format!("removing {}", p.display()), e))?;
     }
     Ok(())
 }
@@ -1227,15 +1189,6 @@ mod tests {
             .contains("kernel.apparmor_restrict_unprivileged_userns")
         );
         assert!(userns_diagnosis(libc::ENOSPC, |_| None).contains("max_user_namespaces"));
-    }
-
-    #[test]
-    fn start_time_of_self_is_stable() {
-        let me = std::process::id();
-        let a = process_start_time(me);
-        assert!(a.is_some());
-        assert_eq!(a, process_start_time(me));
-        assert_eq!(process_start_time(u32::MAX), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! owner is dead belongs to a crashed ignis: [`reap_record`] releases what it names.
 
 use super::SessionState;
-use ignis_vm::fake::{process_running, process_start_time};
+use ignis_vm::host::{kill_if_same, process_running, process_start_time, remove_path};
 use ignis_vm::{Backend, VmRecord};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -201,11 +201,8 @@ pub fn reap_record(record: &VmRecord) -> Result<(), std::io::Error> {
     use rustix::process::{Pid, Signal, kill_process};
     let mut first_err = None;
     for &(pid, start) in &record.processes {
-        if process_running(pid, start)
-            && let Some(p) = Pid::from_raw(pid as i32)
-        {
-            let _ = kill_process(p, Signal::KILL);
-        }
+        // Best effort, as before: a process that cannot be signalled is not ours to fail on.
+        let _ = kill_if_same(pid, start);
     }
     for m in &record.mounts {
         match rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH) {
@@ -238,17 +235,8 @@ pub fn reap_record(record: &VmRecord) -> Result<(), std::io::Error> {
         }
     }
     for path in &record.paths {
-        let res = if path.is_dir() {
-            std::fs::remove_dir_all(path)
-        } else {
-            std::fs::remove_file(path)
-        };
-        match res {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
+        if let Err(e) = remove_path(path) {
+            first_err.get_or_insert(e);
         }
     }
     first_err.map_or(Ok(()), Err)

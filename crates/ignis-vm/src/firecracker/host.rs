@@ -1,5 +1,5 @@
-//! Host-side helpers of the Firecracker backend: copy-on-write disk copies, process identity
-//! from `/proc`, and killing a recorded process without ever hitting a recycled pid.
+//! Host-side helpers of the Firecracker backend: copy-on-write disk copies, log tails and
+//! fresh entropy; process identity and path removal come from [`crate::host`].
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -43,45 +43,8 @@ pub fn cow_copy(src: &Path, dst: &Path) -> io::Result<CopyKind> {
     Ok(CopyKind::Sparse)
 }
 
-/// Start time of a process in clock ticks since boot (`/proc/PID/stat` field 22); `None` when
-/// the process is gone. Together with the pid it names one process for its whole life.
-pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-/// Field 22 of a `/proc/PID/stat` line. The command name (field 2) may hold spaces and
-/// parentheses, so fields are counted after the last `)`.
-pub fn parse_start_time(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After ")" come field 3 (state) onwards; field 22 is the 20th of those.
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// SIGKILL `pid` if it is still the process that started at `start_time`. Returns whether a
-/// signal was sent.
-pub fn kill_if_same(pid: u32, start_time: u64) -> bool {
-    if process_start_time(pid) != Some(start_time) {
-        return false;
-    }
-    let Some(p) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok()
-}
-
-/// Remove a file or directory tree; a missing path is not an error.
-pub fn remove_path(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
+// Process identity and path removal are shared with the other backends.
+pub use crate::host::{kill_if_same, parse_start_time, process_start_time, remove_path};
 
 /// Up to the last `max` bytes of a file, lossily decoded (for error messages).
 pub fn tail(path: &Path, max: u64) -> String {
@@ -109,20 +72,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn start_time_survives_odd_command_names() {
-        let stat =
-            "1234 (a) b (c)) S 1 1234 1234 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_start_time(stat), Some(987654));
-        assert_eq!(parse_start_time("garbage"), None);
-    }
-
-    #[test]
-    fn own_start_time_is_readable() {
-        assert!(process_start_time(std::process::id()).is_some());
-        assert_eq!(process_start_time(u32::MAX), None);
-    }
-
-    #[test]
     fn cow_copy_keeps_content_and_holes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let src = dir.path().join("src.img");
@@ -148,19 +97,5 @@ mod tests {
             );
         }
         assert!(cow_copy(&src, &dst).is_err(), "must not overwrite");
-    }
-
-    #[test]
-    fn kill_if_same_refuses_wrong_start_time() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn sleep");
-        let pid = child.id();
-        let start = process_start_time(pid).expect("start time");
-        assert!(!kill_if_same(pid, start + 1));
-        assert!(kill_if_same(pid, start));
-        let status = child.wait().expect("wait");
-        assert!(!status.success());
     }
 }
