@@ -48,6 +48,9 @@ pub struct ExecutorConfig {
     pub isolation: Isolation,
     /// Host cache of remote actions.
     pub action_cache: PathBuf,
+    /// Where remote actions are fetched from (`{base}/{owner}/{repo}`); defaults to GitHub,
+    /// overridden by `IGNIS_ACTIONS_BASE_URL`.
+    pub actions_base_url: String,
     /// Concurrent job legs per run.
     pub max_parallel_jobs: usize,
     /// `PATH`, `HOME`, `LANG`... given to every command (the agent passes nothing implicitly).
@@ -78,6 +81,7 @@ impl ExecutorConfig {
             vm_root: "/tmp/ignis".into(),
             isolation: Isolation::Workflow,
             action_cache: cache,
+            actions_base_url: crate::runtime::actions::actions_base_url(),
             max_parallel_jobs: 16,
             base_env,
         }
@@ -149,6 +153,7 @@ pub(crate) struct RunShared {
     pub repo_dir: PathBuf,
     pub repo_name: String,
     pub action_cache: PathBuf,
+    pub actions_base_url: String,
     pub base_env: BTreeMap<String, String>,
     pub kill: CancellationToken,
     pub event_json: Vec<u8>,
@@ -232,6 +237,7 @@ impl WorkflowExecutor {
             repo_dir: self.config.repo_dir.clone(),
             repo_name,
             action_cache: self.config.action_cache.clone(),
+            actions_base_url: self.config.actions_base_url.clone(),
             base_env: self.config.base_env.clone(),
             kill: signals.kill.clone(),
             event_json: serde_json::to_vec_pretty(&req.info.event)

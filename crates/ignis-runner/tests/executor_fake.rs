@@ -20,6 +20,8 @@ use std::time::Duration;
 struct Harness {
     fake: Arc<FakeProvider>,
     repo: tempfile::TempDir,
+    /// Where remote actions come from (never the network in these tests).
+    actions_base_url: String,
 }
 
 fn harness() -> Option<Harness> {
@@ -27,6 +29,7 @@ fn harness() -> Option<Harness> {
         Ok(c) => Some(Harness {
             fake: Arc::new(FakeProvider::new(c)),
             repo: tempfile::tempdir().expect("tempdir"),
+            actions_base_url: "file:///nonexistent/ignis-actions".into(),
         }),
         Err(e) => {
             eprintln!("skipped: no ignis-agent binary for the fake backend: {e}");
@@ -87,6 +90,8 @@ impl Harness {
         let mut config = ExecutorConfig::new(self.repo.path().to_path_buf());
         config.isolation = isolation;
         config.vm_root = self.repo.path().join("vm").display().to_string();
+        config.action_cache = self.repo.path().join("action-cache");
+        config.actions_base_url = self.actions_base_url.clone();
         let ex = WorkflowExecutor::new(sessions, config);
         let bus = EventBus::new();
         let rec = Recorder::new();
@@ -351,4 +356,80 @@ jobs:
     assert!(lines.contains(&format!("sub={sub} none=[]")), "{lines:#?}");
     let after = expected_hash(&[b"changed"]);
     assert!(lines.contains(&format!("after={after}")), "{lines:#?}");
+}
+
+/// A bare git repository `base/owner/repo` whose tag `v1` holds a composite action.
+fn bare_action_repo(base: &std::path::Path, owner: &str, repo: &str) {
+    let work = tempfile::tempdir().expect("tempdir");
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    };
+    git(work.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        work.path().join("action.yml"),
+        "name: greet\ninputs:\n  who:\n    default: nobody\noutputs:\n  said:\n    value: ${{ steps.s.outputs.said }}\nruns:\n  using: composite\n  steps:\n    - id: s\n      shell: sh\n      run: echo \"remote-hello-${{ inputs.who }}\"; echo said=yes >> \"$GITHUB_OUTPUT\"\n",
+    )
+    .expect("write");
+    git(work.path(), &["add", "action.yml"]);
+    git(work.path(), &["commit", "-qm", "action"]);
+    git(work.path(), &["tag", "v1"]);
+    let bare = base.join(owner).join(repo);
+    std::fs::create_dir_all(&bare).expect("mkdir");
+    git(&bare, &["init", "-q", "--bare"]);
+    git(
+        work.path(),
+        &[
+            "push",
+            "-q",
+            bare.to_str().expect("utf-8 path"),
+            "main",
+            "v1",
+        ],
+    );
+}
+
+#[tokio::test]
+async fn remote_action_from_a_local_base_url() {
+    let Some(mut h) = harness() else { return };
+    let base = tempfile::tempdir().expect("tempdir");
+    bare_action_repo(base.path(), "me", "greet");
+    h.actions_base_url = format!("file://{}", base.path().display());
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - id: g\n        uses: me/greet@v1\n        with:\n          who: ignis\n      - run: echo said-${{ steps.g.outputs.said }}\n";
+    let out = h.run(yaml).await;
+    let lines = out.lines();
+    assert_eq!(out.result, JobResult::Success, "{lines:#?}");
+    assert!(
+        lines.contains(&"remote-hello-ignis".to_string()),
+        "{lines:#?}"
+    );
+    assert!(lines.contains(&"said-yes".to_string()), "{lines:#?}");
+    assert!(
+        h.repo
+            .path()
+            .join("action-cache/me/greet/v1/action.yml")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn unreachable_remote_action_fails_the_step_naming_it() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: me/missing@v3\n      - if: always()\n        run: echo after\n";
+    let out = h.run(yaml).await;
+    let lines = out.lines();
+    assert_eq!(out.result, JobResult::Failure, "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("##[error]") && l.contains("me/missing@v3")),
+        "{lines:#?}"
+    );
+    assert!(lines.contains(&"after".to_string()), "{lines:#?}");
 }

@@ -1099,11 +1099,13 @@ impl JobRunner {
             return Err("not a remote action".into());
         };
         let cache = self.rt.action_cache.clone();
+        let base_url = self.rt.actions_base_url.clone();
         let a = action.clone();
-        let host_dir = tokio::task::spawn_blocking(move || actions::fetch_remote(&a, &cache))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let host_dir =
+            tokio::task::spawn_blocking(move || actions::fetch_remote(&a, &cache, &base_url))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
         let vm_dir = format!("{}/_actions/{owner}/{repo}/{git_ref}", self.session.root);
         let first = self
             .session
