@@ -346,6 +346,24 @@ jobs:
         run: echo "sub=$SUB none=[${{ hashFiles('**/*.nomatch') }}]"
       - run: printf changed > a.txt
       - run: echo "after=${{ hashFiles('*.txt') }}"
+      - run: |
+          mkdir -p act
+          # `$` kept apart so that ignis does not evaluate these expressions itself.
+          D='$'
+          cat > act/action.yml <<EOF
+          name: h
+          outputs:
+            h:
+              value: ${D}{{ hashFiles('sub/*.txt') }}
+          runs:
+            using: composite
+            steps:
+              - run: echo "inner=${D}{{ hashFiles('a.txt') }}"
+                shell: sh
+          EOF
+      - id: comp
+        uses: ./act
+      - run: echo "outer=${{ steps.comp.outputs.h }}"
 "#;
     let out = h.run(yaml).await;
     let lines = out.lines();
@@ -356,6 +374,9 @@ jobs:
     assert!(lines.contains(&format!("sub={sub} none=[]")), "{lines:#?}");
     let after = expected_hash(&[b"changed"]);
     assert!(lines.contains(&format!("after={after}")), "{lines:#?}");
+    // In a composite action's steps and in its outputs.
+    assert!(lines.contains(&format!("inner={after}")), "{lines:#?}");
+    assert!(lines.contains(&format!("outer={sub}")), "{lines:#?}");
 }
 
 /// A bare git repository `base/owner/repo` whose tag `v1` holds a composite action.

@@ -49,7 +49,7 @@ fn lookup(patterns: &[String]) -> Result<String, String> {
         .try_with(|t| t.lock().ok().and_then(|t| t.get(patterns).cloned()))
         .ok()
         .flatten()
-        .unwrap_or_else(|| Err("hashFiles is only available in step fields".to_string()))
+        .unwrap_or_else(|| Err("hashFiles is not available in this field".to_string()))
 }
 
 /// Forgets the previous step's digests: files change between steps.

@@ -1231,6 +1231,14 @@ impl JobRunner {
                 let _ = self.run_steps(&mut inner, &steps).await;
                 let ok = inner.status != Status::Failure;
                 let ctx = self.ctx(&inner, None);
+                // The inner steps replaced the digests prepared for this step.
+                hash_files::clear();
+                let sources: Vec<&str> = meta
+                    .outputs
+                    .values()
+                    .filter_map(|o| o.value.as_deref())
+                    .collect();
+                self.prefetch_hash_files(&sources, &[], &ctx).await;
                 let mut outputs = Vec::new();
                 for (name, out) in &meta.outputs {
                     if let Some(v) = &out.value {
