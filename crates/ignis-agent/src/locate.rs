@@ -39,6 +39,12 @@ pub fn agent_binary_path() -> Result<PathBuf, AgentBinaryError> {
     lookup_near(exe.as_deref())
 }
 
+/// The agent binary next to `exe` or one directory above it, ignoring `IGNIS_AGENT_BIN`: for
+/// helpers (like a fake hypervisor binary) that ship in the same target directory.
+pub fn agent_binary_near(exe: &Path) -> Result<PathBuf, AgentBinaryError> {
+    lookup_near(Some(exe))
+}
+
 fn lookup_near(exe: Option<&Path>) -> Result<PathBuf, AgentBinaryError> {
     let dir = exe.and_then(Path::parent);
     let candidates: Vec<PathBuf> = [dir, dir.and_then(Path::parent)]
@@ -71,6 +77,10 @@ mod tests {
         std::fs::write(dir.path().join(AGENT_BIN_NAME), b"").expect("write");
         assert_eq!(
             lookup_near(Some(&exe)).expect("found above"),
+            dir.path().join(AGENT_BIN_NAME)
+        );
+        assert_eq!(
+            agent_binary_near(&exe).expect("found above"),
             dir.path().join(AGENT_BIN_NAME)
         );
         std::fs::write(deps.join(AGENT_BIN_NAME), b"").expect("write");

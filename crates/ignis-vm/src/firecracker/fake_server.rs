@@ -149,7 +149,7 @@ fn parse_args() -> Result<Settings, String> {
         Some(p) => PathBuf::from(p),
         None => std::env::current_exe()
             .ok()
-            .and_then(|e| e.parent().map(|d| d.join("ignis-agent")))
+            .and_then(|e| agent_next_to(&e))
             .ok_or("cannot locate ignis-agent; set IGNIS_FAKE_FC_AGENT")?,
     };
     Ok(Settings {
@@ -702,12 +702,10 @@ async fn read_request(
     }
 }
 
-/// Path helper for tests: the agent binary built next to `exe` (`target/<profile>/`).
+/// Path helper for tests: the agent binary built next to `exe` (`target/<profile>/`), found
+/// the way the agent crate finds it.
 pub fn agent_next_to(exe: &Path) -> Option<PathBuf> {
-    let dir = exe.parent()?;
-    [dir.join("ignis-agent"), dir.parent()?.join("ignis-agent")]
-        .into_iter()
-        .find(|p| p.is_file())
+    ignis_agent::agent_binary_near(exe).ok()
 }
 
 #[cfg(test)]
