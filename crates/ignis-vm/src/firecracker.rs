@@ -172,6 +172,25 @@ impl Drop for Machine {
 }
 
 /// Shared description of a failure on the allocation path.
+impl Machine {
+    /// An allocation error (with the tail of Firecracker's stderr) when the process has
+    /// already exited while we wait for `what`: waiting on would only run into the timeout.
+    fn fail_if_exited(&mut self, spec: &VmSpec, what: &str) -> Result<(), VmError> {
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            return Err(alloc_err(
+                spec,
+                format!(
+                    "firecracker exited ({status}) before {what}; stderr: {}",
+                    host::tail(&self.stderr, 2048)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn alloc_err(spec: &VmSpec, reason: impl Into<String>) -> VmError {
     VmError::Allocate {
         backend: Backend::Firecracker,
@@ -425,18 +444,7 @@ impl Inner {
     async fn wait_for_socket(&self, spec: &VmSpec, m: &mut Machine) -> Result<(), VmError> {
         let deadline = Instant::now() + self.config.socket_timeout;
         loop {
-            if let Some(child) = m.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                // Give the process's last words a moment to land in the file.
-                return Err(alloc_err(
-                    spec,
-                    format!(
-                        "firecracker exited ({status}) before its api socket appeared; stderr: {}",
-                        host::tail(&m.stderr, 2048)
-                    ),
-                ));
-            }
+            m.fail_if_exited(spec, "its api socket appeared")?;
             if UnixStream::connect(m.api.socket()).await.is_ok() {
                 return Ok(());
             }
@@ -564,17 +572,7 @@ impl Inner {
         let deadline = Instant::now() + self.config.agent_timeout;
         let mut last = String::from("no attempt");
         loop {
-            if let Some(child) = m.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                return Err(alloc_err(
-                    spec,
-                    format!(
-                        "firecracker exited ({status}) before the agent connected; stderr: {}",
-                        host::tail(&m.stderr, 2048)
-                    ),
-                ));
-            }
+            m.fail_if_exited(spec, "the agent connected")?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(alloc_err(
