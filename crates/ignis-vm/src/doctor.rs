@@ -15,6 +15,7 @@ use std::time::Duration;
 pub struct Check {
     /// Short id, e.g. `kvm-guest`.
     pub name: String,
+    /// Whether the host passes it.
     pub ok: bool,
     /// What was found.
     pub detail: String,
@@ -26,7 +27,9 @@ pub struct Check {
 /// Whether a backend can run here, and what it misses.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct BackendStatus {
+    /// The backend.
     pub backend: Backend,
+    /// No required check failed.
     pub usable: bool,
     /// Names of required checks that failed.
     pub missing: Vec<String>,
@@ -37,7 +40,9 @@ pub struct BackendStatus {
 /// The whole report.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Report {
+    /// Every check, in the order they ran.
     pub checks: Vec<Check>,
+    /// What each backend can do given those checks.
     pub backends: Vec<BackendStatus>,
     /// The default backend (sandbox) works: `ignis vm doctor` exits 0.
     pub default_backend_ok: bool,
@@ -47,7 +52,10 @@ pub struct Report {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KvmProbe {
     /// The guest ran its code and halted.
-    RunsGuests { api_version: i32 },
+    RunsGuests {
+        /// `KVM_GET_API_VERSION`.
+        api_version: i32,
+    },
     /// No usable `/dev/kvm`.
     NoDevice(String),
     /// `/dev/kvm` works but a guest does not run; the reason says how it failed.
@@ -55,6 +63,7 @@ pub enum KvmProbe {
 }
 
 impl KvmProbe {
+    /// Whether a guest really ran (hardware acceleration is usable, not just present).
     pub fn runs_guests(&self) -> bool {
         matches!(self, KvmProbe::RunsGuests { .. })
     }

@@ -95,11 +95,17 @@ impl FakeConfig {
 /// One thing that happened to a fake VM, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmEvent {
+    /// `allocate` handed it out.
     Allocated,
+    /// `release` was called and an injected fault made it fail.
     ReleaseFailed,
+    /// `release` freed it.
     Released,
+    /// Its agent channel was dropped.
     ChannelDropped,
+    /// A snapshot was taken of it.
     Snapshotted,
+    /// `reap` released it from its record.
     Reaped,
 }
 

@@ -205,6 +205,7 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError 
 }
 
 impl FirecrackerProvider {
+    /// A provider with `config`; nothing is started until the first allocation.
     pub fn new(config: FirecrackerConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -217,6 +218,7 @@ impl FirecrackerProvider {
         }
     }
 
+    /// The configuration it was built with.
     pub fn config(&self) -> &FirecrackerConfig {
         &self.inner.config
     }
@@ -1036,6 +1038,8 @@ fn private_disk_mount(cmd: &mut Command, disk: &Path, slot: &Path) -> Result<(),
     unsafe {
         cmd.pre_exec(move || {
             use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+            // SAFETY: unsharing only the mount namespace of this single-threaded child is
+            // what the block comment above covers; no other thread shares its fs state.
             rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)?;
             mount_change(
                 c"/",

@@ -145,19 +145,25 @@ pub struct Profile {
     /// Labels this profile serves (its name is implied).
     #[serde(default)]
     pub labels: Vec<String>,
+    /// The backend that allocates its machines (default: sandbox).
     #[serde(default = "default_backend")]
     pub backend: Backend,
     /// Sandbox: lower-layer directory (`/` = the host root). VM backends: an image name.
     #[serde(default = "default_image")]
     pub image: PathBuf,
+    /// Virtual CPUs (a CPU quota for the sandbox).
     #[serde(default = "default_vcpus")]
     pub vcpus: u32,
+    /// Memory limit in MiB.
     #[serde(default = "default_memory")]
     pub memory_mib: u64,
+    /// Writable disk size in MiB.
     #[serde(default = "default_disk")]
     pub disk_mib: u64,
+    /// Cap on processes inside the machine.
     #[serde(default = "default_pids")]
     pub pids_max: Option<u64>,
+    /// What network the machine gets (default: loopback only).
     #[serde(default)]
     pub network: NetworkPolicy,
     /// Runner groups this profile serves; empty = any group.
@@ -248,7 +254,9 @@ pub struct ProfileConfig {
 /// A profile chosen for a `runs-on`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedProfile<'a> {
+    /// The profile's name (its VM type).
     pub name: &'a str,
+    /// The profile itself.
     pub profile: &'a Profile,
 }
 

@@ -1,4 +1,7 @@
-//! CONTRACT (shared by every backend and by the session manager).
+//! CONTRACT (shared by every backend and by the session manager): the [`VmProvider`] trait and
+//! the types that cross it. A provider hands out isolated machines reached through their agent;
+//! it must never run workflow code on the host, and every machine it allocates must be
+//! releasable, by [`VmProvider::release`] or, after a crash, from its [`VmRecord`].
 
 use ignis_agent::AgentClient;
 use std::fmt;
@@ -9,9 +12,13 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
+    /// Linux namespaces + overlayfs + cgroups: no KVM needed.
     Sandbox,
+    /// A QEMU `microvm`.
     Qemu,
+    /// A Firecracker microVM.
     Firecracker,
+    /// The in-process fake, for tests of the layers above.
     Fake,
 }
 
@@ -44,13 +51,19 @@ pub enum NetworkPolicy {
 pub struct VmSpec {
     /// Profile name / VM type, e.g. `ubuntu-latest`.
     pub vm_type: String,
+    /// Which backend allocates it.
     pub backend: Backend,
     /// Root filesystem image: a directory (sandbox lower layer; `/` = host root) or an image name.
     pub image: PathBuf,
+    /// Virtual CPUs (a CPU quota for the sandbox).
     pub vcpus: u32,
+    /// Memory limit in MiB.
     pub memory_mib: u64,
+    /// Writable disk size in MiB.
     pub disk_mib: u64,
+    /// Cap on processes inside the machine; `None` leaves the backend default.
     pub pids_max: Option<u64>,
+    /// What network the machine gets.
     pub network: NetworkPolicy,
 }
 
@@ -71,8 +84,11 @@ pub struct SnapshotId(pub String);
 /// An allocated machine. Release it with [`VmProvider::release`].
 #[derive(Debug, Clone)]
 pub struct Vm {
+    /// Unique id, stable for the life of the machine.
     pub id: VmId,
+    /// The VM type (profile name) it was allocated for.
     pub vm_type: String,
+    /// The backend that allocated it.
     pub backend: Backend,
     /// Wall time the provider spent allocating (measured by the provider).
     pub allocation_time: Duration,
@@ -87,7 +103,9 @@ pub struct Vm {
 /// The session manager writes it to its state dir; [`VmProvider::reap`] releases it after a crash.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmRecord {
+    /// The backend whose `reap` releases this record (`None` in records of unknown origin).
     pub backend: Option<Backend>,
+    /// The VM id the record belongs to.
     pub id: String,
     /// Host processes to kill: (pid, start time in clock ticks from /proc/PID/stat field 22),
     /// so a recycled pid is never killed by mistake.
@@ -105,21 +123,50 @@ pub struct VmRecord {
 pub enum VmError {
     /// The backend cannot run on this host (host problem); the reason says what is missing.
     #[error("backend {backend} unavailable: {reason}")]
-    Unavailable { backend: Backend, reason: String },
+    Unavailable {
+        /// The backend that cannot run.
+        backend: Backend,
+        /// What is missing.
+        reason: String,
+    },
     /// Allocation failed.
     #[error("allocating {vm_type} on {backend} failed: {reason}")]
-    Allocate { backend: Backend, vm_type: String, reason: String },
+    Allocate {
+        /// The backend that failed.
+        backend: Backend,
+        /// The VM type being allocated.
+        vm_type: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Release failed; the VM may still hold resources.
     #[error("releasing vm {id} failed: {reason}")]
-    Release { id: VmId, reason: String },
+    Release {
+        /// The VM that could not be released.
+        id: VmId,
+        /// What went wrong.
+        reason: String,
+    },
     /// Unknown VM id (already released or never allocated here).
     #[error("unknown vm {0}")]
     UnknownVm(VmId),
     /// Snapshot or restore failed or is not supported.
     #[error("snapshot {op} failed: {reason}")]
-    Snapshot { op: &'static str, reason: String },
+    Snapshot {
+        /// The operation (`create`, `restore`, ...).
+        op: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A host I/O operation failed.
     #[error("i/o error: {context}")]
-    Io { context: String, #[source] source: std::io::Error },
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A source of isolated machines. Implementations are `Send + Sync` and shared behind `Arc`.

@@ -273,6 +273,7 @@ pub enum Init {
 /// A launched sandbox: its id, the host end of its stdin/stdout channel and its record.
 #[derive(Debug)]
 pub struct Launched {
+    /// The sandbox's VM id.
     pub id: VmId,
     /// Host end of PID 1's stdin and stdout.
     pub channel: UnixStream,

@@ -13,6 +13,7 @@ pub struct JailerConfig {
     pub bin: PathBuf,
     /// Unprivileged uid/gid Firecracker runs as inside the jail.
     pub uid: u32,
+    /// See `uid`.
     pub gid: u32,
     /// Parent of every jail (`--chroot-base-dir`).
     pub chroot_base: PathBuf,
