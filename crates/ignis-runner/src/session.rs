@@ -139,8 +139,11 @@ impl fmt::Display for SessionState {
 /// How a run ended, for [`Session::complete`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionOutcome {
+    /// The run succeeded.
     Success,
+    /// The run failed.
     Failure,
+    /// The run was cancelled.
     Cancelled,
 }
 
@@ -150,8 +153,11 @@ pub enum SessionOutcome {
 pub enum VmState {
     /// No VM yet.
     None,
+    /// Allocated, no command sent yet.
     Allocated,
+    /// Executing an action (see [`Session::mark_executing`]).
     Running,
+    /// Handed back to the provider.
     Released,
 }
 
@@ -160,8 +166,11 @@ pub enum VmState {
 pub struct TimelineEntry {
     /// Milliseconds since the session was requested.
     pub t_ms: u64,
+    /// The VM's state after the action.
     pub vm_state: VmState,
+    /// The session's state after the action.
     pub session_state: SessionState,
+    /// What happened, in words.
     pub action: String,
 }
 
@@ -169,14 +178,21 @@ pub struct TimelineEntry {
 /// snapshots, timeline }` plus the backend and any release error.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SessionInfo {
+    /// The session id.
     pub id: String,
     /// Empty while the VM is being allocated.
     pub vm_id: String,
+    /// The VM type (profile) the run's `runs-on` resolved to.
     pub vm_type: String,
+    /// The backend of that profile.
     pub backend: Backend,
+    /// Where the session is in its life.
     pub state: SessionState,
+    /// Snapshots taken of its VM.
     pub snapshots: Vec<String>,
+    /// Every state change, in order.
     pub timeline: Vec<TimelineEntry>,
+    /// How long the provider took to allocate the VM, once it has.
     pub allocation_ms: Option<u64>,
     /// Why the last release attempt failed, if the VM could not be released.
     pub release_error: Option<String>,
