@@ -204,6 +204,18 @@ fn compile(
 }
 
 /// Include/exclude pair (`branches` / `branches-ignore`): `None` when neither is given.
+/// The include/exclude pair's verdict on one ref name: `Some(decision)` naming the ref when
+/// the pair filters it out, `None` when it passes or no pair is given.
+fn refuses_ref(
+    input: &TriggerInput<'_>,
+    include: (&'static str, Option<&Vec<String>>),
+    exclude: (&'static str, Option<&Vec<String>>),
+    name: &str,
+) -> Result<Option<TriggerDecision>, TriggerError> {
+    let verdict = passes(input, include, exclude, &[name])?;
+    Ok((verdict == Some(false)).then(|| TriggerDecision::Ref(name.to_owned())))
+}
+
 fn passes(
     input: &TriggerInput<'_>,
     include: (&'static str, Option<&Vec<String>>),
@@ -254,14 +266,13 @@ fn decide_push(input: &TriggerInput<'_>, f: &RefFilters) -> Result<TriggerDecisi
             if !has_branch_filters && has_tag_filters {
                 return Ok(TriggerDecision::Ref(branch.to_owned()));
             }
-            let verdict = passes(
+            if let Some(refused) = refuses_ref(
                 input,
                 ("branches", f.branches.as_ref()),
                 ("branches-ignore", f.branches_ignore.as_ref()),
-                &[branch],
-            )?;
-            if verdict == Some(false) {
-                return Ok(TriggerDecision::Ref(branch.to_owned()));
+                branch,
+            )? {
+                return Ok(refused);
             }
         }
         Some(RefKind::Tag(tag)) => {
@@ -269,14 +280,13 @@ fn decide_push(input: &TriggerInput<'_>, f: &RefFilters) -> Result<TriggerDecisi
             if !has_tag_filters && has_branch_filters {
                 return Ok(TriggerDecision::Ref(tag.to_owned()));
             }
-            let verdict = passes(
+            if let Some(refused) = refuses_ref(
                 input,
                 ("tags", f.tags.as_ref()),
                 ("tags-ignore", f.tags_ignore.as_ref()),
-                &[tag],
-            )?;
-            if verdict == Some(false) {
-                return Ok(TriggerDecision::Ref(tag.to_owned()));
+                tag,
+            )? {
+                return Ok(refused);
             }
         }
         None => {}
@@ -299,14 +309,13 @@ fn decide_pull_request(
         .or(input.git_ref);
     if let Some(base) = base {
         let branch = base.strip_prefix("refs/heads/").unwrap_or(base);
-        let verdict = passes(
+        if let Some(refused) = refuses_ref(
             input,
             ("branches", f.branches.as_ref()),
             ("branches-ignore", f.branches_ignore.as_ref()),
-            &[branch],
-        )?;
-        if verdict == Some(false) {
-            return Ok(TriggerDecision::Ref(branch.to_owned()));
+            branch,
+        )? {
+            return Ok(refused);
         }
     }
     decide_paths(input, f, None)
@@ -342,14 +351,13 @@ fn decide_workflow_run(
     {
         let include = strings("branches");
         let exclude = strings("branches-ignore");
-        let verdict = passes(
+        if let Some(refused) = refuses_ref(
             input,
             ("branches", include.as_ref()),
             ("branches-ignore", exclude.as_ref()),
-            &[branch],
-        )?;
-        if verdict == Some(false) {
-            return Ok(TriggerDecision::Ref(branch.to_owned()));
+            branch,
+        )? {
+            return Ok(refused);
         }
     }
     Ok(TriggerDecision::Run)
