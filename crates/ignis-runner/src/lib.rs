@@ -5,7 +5,7 @@
 pub mod events;
 /// The workflow executor: sessions, setup/cleanup, the job DAG, job legs and steps.
 pub mod executor;
-/// Sessions: one VM per run, a concurrency limit, release on every path, crash records.
-pub mod session;
 /// The step runtime: shells, masking, workflow and file commands, contexts.
 pub mod runtime;
+/// Sessions: one VM per run, a concurrency limit, release on every path, crash records.
+pub mod session;

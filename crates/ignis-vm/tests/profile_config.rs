@@ -34,7 +34,10 @@ fn full_schema_parses_into_a_spec() {
     let spec = big.spec();
     assert_eq!(spec.vm_type, "big");
     assert_eq!(spec.backend, Backend::Qemu);
-    assert_eq!((spec.vcpus, spec.memory_mib, spec.disk_mib), (8, 16384, 40960));
+    assert_eq!(
+        (spec.vcpus, spec.memory_mib, spec.disk_mib),
+        (8, 16384, 40960)
+    );
     assert_eq!(spec.pids_max, Some(100000));
     assert_eq!(spec.network, NetworkPolicy::User);
     // Defaults for an almost empty profile: sandbox on the host root.
@@ -47,11 +50,15 @@ fn full_schema_parses_into_a_spec() {
 #[test]
 fn first_profile_in_file_order_wins_and_groups_filter() {
     let c = ProfileConfig::from_toml(CONFIG, Path::new("ignis.toml")).expect("valid");
-    assert_eq!(c.resolve(&RunsOn::from("ubuntu-latest")).unwrap().name, "big");
+    assert_eq!(
+        c.resolve(&RunsOn::from("ubuntu-latest")).unwrap().name,
+        "big"
+    );
     let other_group: RunsOn =
         serde_json::from_str(r#"{"group": "other", "labels": "ubuntu-latest"}"#).unwrap();
     assert_eq!(c.resolve(&other_group).unwrap().name, "small");
-    let ci: RunsOn = serde_json::from_str(r#"{"group": "ci", "labels": ["ubuntu-latest"]}"#).unwrap();
+    let ci: RunsOn =
+        serde_json::from_str(r#"{"group": "ci", "labels": ["ubuntu-latest"]}"#).unwrap();
     assert_eq!(c.resolve(&ci).unwrap().name, "big");
 }
 
@@ -91,10 +98,19 @@ fn unknown_label_lists_known_ones() {
     let req = RunsOn::Labels(vec!["self-hosted".into(), "gpu".into()]);
     let msg = c.resolve(&req).unwrap_err().to_string();
     assert!(msg.contains("[self-hosted, gpu]"), "{msg}");
-    for l in ["linux", "self-hosted", "ubuntu-22.04", "ubuntu-24.04", "ubuntu-latest"] {
+    for l in [
+        "linux",
+        "self-hosted",
+        "ubuntu-22.04",
+        "ubuntu-24.04",
+        "ubuntu-latest",
+    ] {
         assert!(msg.contains(l), "{msg}");
     }
-    assert!(matches!(c.resolve(&RunsOn::Labels(vec![])), Err(ProfileError::EmptyRunsOn)));
+    assert!(matches!(
+        c.resolve(&RunsOn::Labels(vec![])),
+        Err(ProfileError::EmptyRunsOn)
+    ));
 }
 
 #[test]
@@ -107,7 +123,10 @@ fn discovery_prefers_explicit_then_repo_then_default() {
     }
     std::fs::write(repo.path().join("ignis.toml"), CONFIG).unwrap();
     let (c, from) = ProfileConfig::discover(None, Some(repo.path())).unwrap();
-    assert_eq!(from.as_deref(), Some(repo.path().join("ignis.toml").as_path()));
+    assert_eq!(
+        from.as_deref(),
+        Some(repo.path().join("ignis.toml").as_path())
+    );
     assert!(c.profiles.contains_key("big"));
     let explicit = repo.path().join("other.toml");
     std::fs::write(&explicit, "[profiles.only]\nlabels = [\"z\"]\n").unwrap();
