@@ -1,5 +1,6 @@
 //! Guest images for the VM backends: a kernel from Debian's cloud kernel package and an
-//! initramfs whose init starts the ignis agent on a virtio-serial port.
+//! initramfs whose init starts the ignis agent on a virtio-serial port (QEMU) or, when the kernel
+//! command line says `ignis.transport=vsock:PORT`, on that vsock port (Firecracker).
 //!
 //! Images are cached under `<cache>/images/<key>` where the key is a hash of every input (kernel
 //! package and version, the bytes of the agent and of each host program copied in, the recipe
@@ -28,11 +29,12 @@ use std::process::Command;
 /// Overrides the cache directory (images, kernels).
 pub const CACHE_DIR_ENV: &str = "IGNIS_CACHE_DIR";
 /// Bumped when the recipe (init script, layout) changes, so old images are not reused.
-const RECIPE_VERSION: &str = "ignis-initramfs-1";
+const RECIPE_VERSION: &str = "ignis-initramfs-2";
 /// The meta package whose dependency names the versioned cloud kernel.
 pub const DEFAULT_KERNEL_META: &str = "linux-image-cloud-amd64";
 /// Modules the cloud kernel builds as `=m` and the guest needs: virtio transport over MMIO
-/// (microvm), the console/serial port for the agent, block and vsock for later use.
+/// (microvm), the console/serial port for the agent (QEMU), block, and vsock for the agent
+/// under Firecracker (`vsock`, its virtio transport; all `=m` in Debian's cloud config).
 const MODULES: &[&str] = &[
     "kernel/drivers/virtio/virtio.ko",
     "kernel/drivers/virtio/virtio_ring.ko",
@@ -40,12 +42,19 @@ const MODULES: &[&str] = &[
     "kernel/drivers/char/virtio_console.ko",
     "kernel/drivers/block/virtio_blk.ko",
     "kernel/drivers/char/hw_random/virtio-rng.ko",
+    "kernel/net/vmw_vsock/vsock.ko",
+    "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+    "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko",
 ];
 /// Host programs copied into the image (with their libraries) on top of busybox: workflows
 /// expect bash; git is a single binary for local operations.
 pub const DEFAULT_PROGRAMS: &[&str] = &["bash", "git"];
 /// The port name the host gives the agent's virtio-serial port.
 pub const AGENT_PORT_NAME: &str = "ignis.agent";
+/// Kernel command-line parameter that selects the agent's transport: `ignis.transport=vsock:PORT`
+/// makes `/init` start the agent on that vsock port (Firecracker has no virtio-serial);
+/// absent, `/init` looks for the virtio-serial port named [`AGENT_PORT_NAME`] (QEMU).
+pub const TRANSPORT_PARAM: &str = "ignis.transport";
 
 /// Errors building or finding images.
 #[derive(Debug, thiserror::Error)]
@@ -428,6 +437,27 @@ ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 for pass in 1 2 3; do
   for m in /lib/modules/ignis/*.ko; do insmod "$m" 2>/dev/null; done
 done
+# Firecracker has no virtio-serial: its kernel command line says `{TRANSPORT_PARAM}=vsock:PORT`
+# and the agent listens on that vsock port instead (explicit, so the choice is deterministic).
+vsock_port=""
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    {TRANSPORT_PARAM}=vsock:*) vsock_port="${{arg#{TRANSPORT_PARAM}=vsock:}}" ;;
+  esac
+done
+if [ -n "$vsock_port" ]; then
+  for try in $(seq 1 500); do
+    [ -e /dev/vsock ] && break
+    sleep 0.01
+  done
+  if [ ! -e /dev/vsock ]; then
+    echo "ignis-init: {TRANSPORT_PARAM}=vsock:$vsock_port but no /dev/vsock" >/dev/console
+    poweroff -f
+  fi
+  echo "ignis-init: agent on vsock port $vsock_port" >/dev/console
+  cd /
+  exec /usr/bin/ignis-agent --vsock-port "$vsock_port" --poweroff-on-exit
+fi
 port=""
 for try in $(seq 1 500); do
   for p in /sys/class/virtio-ports/*; do
@@ -452,7 +482,13 @@ exec /usr/bin/ignis-agent --serial "$port" --poweroff-on-exit
 /// The directory the kernel package is unpacked into (cached per package version).
 fn ensure_kernel(cache: &Path, pkg: &str, version: &str) -> Result<PathBuf, ImageError> {
     let safe_version = version.replace([':', '/'], "_");
-    let dir = cache.join("kernels").join(format!("{pkg}_{safe_version}"));
+    // the module list is part of the name: a kernel unpacked for an older list lacks modules
+    let mut h = Sha256::new();
+    h.update(MODULES.join("\0"));
+    let modules_tag = &hex(&h.finalize())[..8];
+    let dir = cache
+        .join("kernels")
+        .join(format!("{pkg}_{safe_version}_{modules_tag}"));
     if dir.join("ok").is_file() {
         return Ok(dir);
     }
@@ -838,5 +874,36 @@ mod tests {
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("= \"ignis.agent\""));
         assert!(s.contains("exec /usr/bin/ignis-agent --serial \"$port\" --poweroff-on-exit"));
+    }
+
+    #[test]
+    fn init_script_switches_to_vsock_on_the_cmdline_parameter() {
+        let s = init_script();
+        assert!(s.contains("$(cat /proc/cmdline)"));
+        assert!(
+            s.contains("ignis.transport=vsock:*) vsock_port=\"${arg#ignis.transport=vsock:}\"")
+        );
+        assert!(
+            s.contains("exec /usr/bin/ignis-agent --vsock-port \"$vsock_port\" --poweroff-on-exit")
+        );
+        // the vsock branch comes first: a vsock guest never waits for a serial port
+        let vsock = s.find("--vsock-port").expect("vsock exec");
+        let serial = s.find("--serial").expect("serial exec");
+        assert!(vsock < serial);
+        // and the whole script parses
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("init");
+        fs::write(&path, &s).expect("write");
+        let ok = Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .expect("sh");
+        assert!(ok.success(), "sh -n rejects the init script");
+        assert!(
+            MODULES
+                .iter()
+                .any(|m| m.ends_with("/vmw_vsock_virtio_transport.ko"))
+        );
     }
 }
