@@ -19,6 +19,7 @@ pub mod spec;
 #[cfg(feature = "fake-firecracker")]
 pub mod fake_server;
 
+use crate::image::GuestImage;
 use crate::provider::{
     Backend, NetworkPolicy, SnapshotId, Vm, VmError, VmId, VmProvider, VmRecord, VmSpec,
 };
@@ -50,6 +51,10 @@ pub struct FirecrackerConfig {
     pub jailer: Option<JailerConfig>,
     /// Uncompressed ELF `vmlinux` (`IGNIS_FIRECRACKER_KERNEL`).
     pub kernel: PathBuf,
+    /// Initramfs booted with the kernel (`IGNIS_FIRECRACKER_INITRD`, or a guest image's).
+    /// With one, the rootfs drive is optional: it is attached only when `VmSpec::image`
+    /// names an existing rootfs file.
+    pub initrd: Option<PathBuf>,
     /// Kernel command line: the agent is the guest's init and listens on `agent_port`.
     pub boot_args: String,
     /// Where image names (`VmSpec::image` that is not a file) resolve: `<dir>/<name>.ext4`.
@@ -84,6 +89,7 @@ impl FirecrackerConfig {
             firecracker_bin: env("IGNIS_FIRECRACKER_BIN").unwrap_or_else(|| "firecracker".into()),
             jailer: None,
             kernel: env("IGNIS_FIRECRACKER_KERNEL").unwrap_or_else(|| state_dir.join("vmlinux")),
+            initrd: env("IGNIS_FIRECRACKER_INITRD"),
             boot_args: format!(
                 "console=ttyS0 reboot=k panic=1 pci=off random.trust_cpu=on init=/usr/local/bin/ignis-agent -- --vsock-port {}",
                 DEFAULT_AGENT_PORT
@@ -99,6 +105,59 @@ impl FirecrackerConfig {
             private_mount_ns: rustix::process::geteuid().is_root(),
         }
     }
+
+    /// [`FirecrackerConfig::from_env`] booting a guest image built by `ignis image build`:
+    /// its ELF `vmlinux` and its initramfs, whose `/init` starts the agent on the vsock port
+    /// the command line names (`ignis.transport=vsock:PORT`), so no rootfs is needed.
+    pub fn from_image(state_dir: impl Into<PathBuf>, image: &GuestImage) -> Result<Self, VmError> {
+        let kernel = image.vmlinux().ok_or_else(|| VmError::Unavailable {
+            backend: Backend::Firecracker,
+            reason: format!(
+                "guest image {} has no ELF vmlinux (extraction from vmlinuz failed when it was built)",
+                image.manifest.key
+            ),
+        })?;
+        let mut c = Self::from_env(state_dir);
+        c.kernel = kernel;
+        c.initrd = Some(image.initrd());
+        c.boot_args = image_boot_args(c.agent_port);
+        Ok(c)
+    }
+
+    /// The configuration `ignis run` uses: [`FirecrackerConfig::from_env`] when
+    /// `IGNIS_FIRECRACKER_KERNEL` is set, else [`FirecrackerConfig::from_image`] with the
+    /// newest image in `cache` (see [`crate::image::cache_dir`]) that has a `vmlinux`.
+    pub fn from_env_or_cache(state_dir: impl Into<PathBuf>, cache: &Path) -> Result<Self, VmError> {
+        if std::env::var_os("IGNIS_FIRECRACKER_KERNEL").is_some_and(|k| !k.is_empty()) {
+            return Ok(Self::from_env(state_dir));
+        }
+        let unavailable = |reason: String| VmError::Unavailable {
+            backend: Backend::Firecracker,
+            reason,
+        };
+        let images = crate::image::list(cache).map_err(|e| {
+            unavailable(format!("listing guest images in {}: {e}", cache.display()))
+        })?;
+        let image = images
+            .iter()
+            .find(|i| i.vmlinux().is_some())
+            .ok_or_else(|| {
+                unavailable(format!(
+                    "no guest image with a vmlinux in {} and IGNIS_FIRECRACKER_KERNEL is not set; run `ignis image build` first",
+                    cache.display()
+                ))
+            })?;
+        Self::from_image(state_dir, image)
+    }
+}
+
+/// Kernel command line for a guest image's initramfs: serial console, reboot on triple fault
+/// (Firecracker exits), panic reboots at once, no PCI probe, and the agent on vsock `port`.
+pub fn image_boot_args(port: u32) -> String {
+    format!(
+        "console=ttyS0 reboot=k panic=1 pci=off random.trust_cpu=on {}=vsock:{port}",
+        crate::image::TRANSPORT_PARAM
+    )
 }
 
 /// Vsock port of the guest agent unless configured otherwise.
@@ -310,7 +369,7 @@ impl Inner {
 
     /// Create the VM's directory, its disk copy, and start the process; returns once the API
     /// socket answers.
-    async fn spawn(&self, spec: &VmSpec, disk_source: &Path) -> Result<Machine, VmError> {
+    async fn spawn(&self, spec: &VmSpec, disk_source: Option<&Path>) -> Result<Machine, VmError> {
         let cfg = &self.config;
         let id = self.new_id();
         let fc = &cfg.firecracker_bin;
@@ -356,12 +415,11 @@ impl Inner {
                 ));
             }
         }
-        host::cow_copy(disk_source, &m.disk).map_err(|e| {
-            alloc_err(
-                spec,
-                format!("copying rootfs {}: {e}", disk_source.display()),
-            )
-        })?;
+        if let Some(source) = disk_source {
+            host::cow_copy(source, &m.disk).map_err(|e| {
+                alloc_err(spec, format!("copying rootfs {}: {e}", source.display()))
+            })?;
+        }
 
         let stdout = std::fs::File::create(m.dir.join("firecracker.log"))
             .map_err(io_err("creating firecracker.log"))?;
@@ -377,7 +435,7 @@ impl Inner {
             None => {
                 let mut c = Command::new(fc);
                 c.arg("--api-sock").arg(m.api.socket()).arg("--id").arg(&id);
-                if cfg.private_mount_ns {
+                if cfg.private_mount_ns && disk_source.is_some() {
                     let slot = self.drive_slot();
                     if !slot.exists() {
                         std::fs::File::create(&slot)
@@ -420,14 +478,26 @@ impl Inner {
         Ok(m)
     }
 
-    /// Hard-link (or copy) the kernel into the jail and hand the jail to the jail's uid.
+    /// Hard-link (or copy) the kernel and initrd into the jail and hand the jail to the
+    /// jail's uid.
     fn stage_jail(&self, m: &Machine, j: &JailerConfig) -> Result<(), VmError> {
         let kernel = m.dir.join("vmlinux");
-        if std::fs::hard_link(&self.config.kernel, &kernel).is_err() {
-            std::fs::copy(&self.config.kernel, &kernel)
-                .map_err(io_err("staging the kernel in the jail"))?;
+        let mut staged = vec![m.dir.clone(), kernel.clone()];
+        let mut files = vec![(self.config.kernel.clone(), kernel)];
+        if let Some(initrd) = &self.config.initrd {
+            files.push((initrd.clone(), m.dir.join("initrd")));
         }
-        for p in [&m.dir, &m.disk, &kernel] {
+        for (from, to) in files {
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to)
+                    .map_err(io_err(format!("staging {} in the jail", from.display())))?;
+            }
+            staged.push(to);
+        }
+        if m.disk.is_file() {
+            staged.push(m.disk.clone());
+        }
+        for p in &staged {
             rustix::fs::chown(
                 p.as_path(),
                 Some(rustix::fs::Uid::from_raw(j.uid)),
@@ -482,7 +552,12 @@ impl Inner {
                 "network policy `host` is sandbox-only; use `user` or `none`",
             ));
         }
-        let image = self.resolve_image(spec)?;
+        // With an initramfs the rootfs is optional: attached only when the spec names one.
+        let image = match self.resolve_image(spec) {
+            Ok(image) => Some(image),
+            Err(_) if self.config.initrd.is_some() => None,
+            Err(e) => return Err(e),
+        };
         if !self.config.kernel.is_file() {
             return Err(VmError::Unavailable {
                 backend: Backend::Firecracker,
@@ -492,7 +567,7 @@ impl Inner {
                 ),
             });
         }
-        let mut m = self.spawn(spec, &image).await?;
+        let mut m = self.spawn(spec, image.as_deref()).await?;
         let fault = |e: ApiError| alloc_err(spec, e.to_string());
         let vcpus = spec.vcpus.clamp(1, 32);
         m.api
@@ -506,9 +581,15 @@ impl Inner {
             )
             .await
             .map_err(fault)?;
-        let kernel = match &self.config.jailer {
-            Some(_) => "/vmlinux".to_owned(),
-            None => self.config.kernel.display().to_string(),
+        let (kernel, initrd) = match &self.config.jailer {
+            Some(_) => (
+                "/vmlinux".to_owned(),
+                self.config.initrd.as_ref().map(|_| "/initrd".to_owned()),
+            ),
+            None => (
+                self.config.kernel.display().to_string(),
+                self.config.initrd.as_ref().map(|p| p.display().to_string()),
+            ),
         };
         m.api
             .put(
@@ -516,18 +597,20 @@ impl Inner {
                 &BootSource {
                     kernel_image_path: kernel,
                     boot_args: Some(self.config.boot_args.clone()),
-                    initrd_path: None,
+                    initrd_path: initrd,
                 },
             )
             .await
             .map_err(fault)?;
-        let drive = Drive {
-            drive_id: "rootfs".into(),
-            path_on_host: self.drive_path(&m),
-            is_root_device: true,
-            is_read_only: false,
-        };
-        m.api.put("/drives/rootfs", &drive).await.map_err(fault)?;
+        if image.is_some() {
+            let drive = Drive {
+                drive_id: "rootfs".into(),
+                path_on_host: self.drive_path(&m),
+                is_root_device: true,
+                is_read_only: false,
+            };
+            m.api.put("/drives/rootfs", &drive).await.map_err(fault)?;
+        }
         m.api
             .put(
                 "/vsock",
@@ -731,8 +814,11 @@ impl Inner {
             .await
             .map_err(err)?;
             // The disk must match the memory image: copy it while the guest is paused.
-            host::cow_copy(&disk, &tmp.join("rootfs.ext4"))
-                .map_err(io_err("copying the disk into the snapshot"))?;
+            // (an initramfs-only VM has no disk)
+            if disk.is_file() {
+                host::cow_copy(&disk, &tmp.join("rootfs.ext4"))
+                    .map_err(io_err("copying the disk into the snapshot"))?;
+            }
             std::fs::rename(&state_file, tmp.join("vmstate"))
                 .map_err(io_err("moving the vm state"))?;
             std::fs::rename(&mem_file, tmp.join("mem"))
@@ -780,13 +866,14 @@ impl Inner {
                 snap_dir.display()
             )));
         }
-        if self.config.jailer.is_none() && !self.config.private_mount_ns {
+        let snap_disk = Some(snap_dir.join("rootfs.ext4")).filter(|d| d.is_file());
+        if snap_disk.is_some() && self.config.jailer.is_none() && !self.config.private_mount_ns {
             return Err(VmError::Unavailable {
                 backend: Backend::Firecracker,
                 reason: "restoring a snapshot onto a per-clone disk needs a private mount namespace (run as root) or the jailer".into(),
             });
         }
-        let mut m = self.spawn(spec, &snap_dir.join("rootfs.ext4")).await?;
+        let mut m = self.spawn(spec, snap_disk.as_deref()).await?;
         // The snapshot and memory files stay in the snapshot dir (the memory file must outlive
         // every clone); the jail gets hard links when jailed.
         let (state, mem) = match &self.config.jailer {

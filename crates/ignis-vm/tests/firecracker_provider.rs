@@ -402,3 +402,115 @@ async fn firecracker_network_user_gets_its_own_tap_and_releases_it() {
         .expect("load");
     assert_eq!(load["body"]["network_overrides"][0]["iface_id"], "eth0");
 }
+
+/// A guest image as `ignis image build` leaves it in the cache (ELF vmlinux, initramfs,
+/// manifest), with placeholder contents the fake accepts.
+fn fake_cached_image(cache: &std::path::Path, key: &str, created: u64) -> std::path::PathBuf {
+    let dir = cache.join("images").join(key);
+    std::fs::create_dir_all(&dir).expect("image dir");
+    let mut k = b"\x7fELF".to_vec();
+    k.resize(4096, 0);
+    std::fs::write(dir.join("vmlinux"), k).expect("vmlinux");
+    std::fs::write(dir.join("vmlinuz"), b"bz").expect("vmlinuz");
+    std::fs::write(dir.join("initrd.cpio"), b"070701").expect("initrd");
+    let manifest = ignis_vm::image::Manifest {
+        key: key.into(),
+        kernel_package: "linux-image-test".into(),
+        kernel_version: "1".into(),
+        kernel_release: "6.1.0-test".into(),
+        programs: vec![],
+        agent_sha256: String::new(),
+        created,
+    };
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).expect("manifest json"),
+    )
+    .expect("manifest");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firecracker_boots_a_guest_image_initramfs_without_a_rootfs() {
+    let env = Env::new("");
+    let cache = env.dir.path().join("cache");
+    let none = ignis_vm::FirecrackerConfig::from_env_or_cache(env.dir.path(), &cache);
+    if std::env::var_os("IGNIS_FIRECRACKER_KERNEL").is_none() {
+        let msg = none.expect_err("no image in an empty cache").to_string();
+        assert!(msg.contains("ignis image build"), "{msg}");
+    }
+    fake_cached_image(&cache, "0000older", 1);
+    let newest = fake_cached_image(&cache, "1111newer", 2);
+    let image = ignis_vm::image::find(&cache, "1111").expect("find");
+    let base = env.config();
+    let mut config =
+        ignis_vm::FirecrackerConfig::from_image(env.dir.path(), &image).expect("config from image");
+    assert_eq!(config.kernel, newest.join("vmlinux"));
+    assert_eq!(
+        config.initrd.as_deref(),
+        Some(newest.join("initrd.cpio").as_path())
+    );
+    if std::env::var_os("IGNIS_FIRECRACKER_KERNEL").is_none() {
+        let cached = ignis_vm::FirecrackerConfig::from_env_or_cache(env.dir.path(), &cache)
+            .expect("config from the cache");
+        assert_eq!(
+            cached.kernel,
+            newest.join("vmlinux"),
+            "the newest image wins"
+        );
+    }
+    config.firecracker_bin = base.firecracker_bin;
+    config.api_timeout = base.api_timeout;
+    config.socket_timeout = base.socket_timeout;
+    config.agent_timeout = base.agent_timeout;
+    config.shutdown_grace = base.shutdown_grace;
+    let p = ignis_vm::FirecrackerProvider::new(config);
+    let mut spec = env.spec();
+    spec.image = "default".into(); // names no rootfs: the initramfs is the root
+    spec.vcpus = 2;
+    spec.memory_mib = 384;
+    let vm = p.allocate(&spec).await.expect("allocate");
+    let (code, out) = run(&vm, &["sh", "-c", "echo from-initramfs"]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "from-initramfs\n"));
+    let records = vec![vm.record.clone()];
+    p.release(&vm).await.expect("release");
+    assert_nothing_leaked(&env, &records);
+
+    let seen = env.assert_requests_match_spec();
+    assert!(
+        !seen.contains("PUT /drives/{drive_id}"),
+        "no rootfs drive without a rootfs; saw {seen:?}"
+    );
+    let reqs = env.requests();
+    let boot = reqs
+        .iter()
+        .find(|r| r["path"] == "/boot-source")
+        .expect("boot-source");
+    assert_eq!(
+        boot["body"]["initrd_path"].as_str(),
+        Some(newest.join("initrd.cpio").to_string_lossy().as_ref())
+    );
+    let args = boot["body"]["boot_args"].as_str().expect("boot_args");
+    for a in [
+        "ignis.transport=vsock:1024",
+        "console=ttyS0",
+        "reboot=k",
+        "panic=1",
+    ] {
+        assert!(args.split(' ').any(|x| x == a), "{a} missing from {args}");
+    }
+    assert!(
+        !args.contains("init="),
+        "the initramfs /init starts the agent: {args}"
+    );
+    let machine = reqs
+        .iter()
+        .find(|r| r["path"] == "/machine-config")
+        .expect("machine-config");
+    assert_eq!(machine["body"]["vcpu_count"], 2);
+    assert_eq!(machine["body"]["mem_size_mib"], 384);
+    assert!(
+        reqs.iter().all(|r| r["status"].as_u64() < Some(300)),
+        "a request failed: {reqs:?}"
+    );
+}

@@ -350,6 +350,11 @@ impl Server {
                 if let Err(e) = std::fs::File::open(&kernel) {
                     return fault(400, format!("Invalid kernel path: {e}"));
                 }
+                if let Some(initrd) = body.get("initrd_path").and_then(Value::as_str)
+                    && let Err(e) = std::fs::File::open(initrd)
+                {
+                    return fault(400, format!("The initrd file's path is invalid: {e}"));
+                }
                 st.boot = Some(body);
                 st.configured.push("boot-source".into());
                 Answer::NoContent
@@ -643,6 +648,10 @@ fn agent_port(boot_args: &str) -> u32 {
         if let Some(p) = a.strip_prefix("--vsock-port=") {
             return p.parse().unwrap_or(1024);
         }
+        // the guest image's /init reads this one (see `image::TRANSPORT_PARAM`)
+        if let Some(p) = a.strip_prefix("ignis.transport=vsock:") {
+            return p.parse().unwrap_or(1024);
+        }
     }
     1024
 }
@@ -717,5 +726,6 @@ mod tests {
         assert_eq!(agent_port("console=ttyS0 init=/a -- --vsock-port 52"), 52);
         assert_eq!(agent_port("--vsock-port=7"), 7);
         assert_eq!(agent_port("quiet"), 1024);
+        assert_eq!(agent_port("console=ttyS0 ignis.transport=vsock:2048"), 2048);
     }
 }
