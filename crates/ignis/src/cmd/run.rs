@@ -143,15 +143,19 @@ fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
             Arc::new(ignis_vm::fake::FakeProvider::new(config))
         }
         Backend::Firecracker => {
-            // Kernel and images come from IGNIS_FIRECRACKER_* or this state directory.
+            // The kernel comes from IGNIS_FIRECRACKER_KERNEL, else from the newest guest image
+            // `ignis image build` left in the cache (its vmlinux + initramfs); VMs live in
+            // this state directory.
             let state = std::env::var_os("XDG_STATE_HOME")
                 .map(PathBuf::from)
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
                 .unwrap_or_else(std::env::temp_dir)
                 .join("ignis/firecracker");
-            Arc::new(ignis_vm::firecracker::FirecrackerProvider::new(
-                ignis_vm::firecracker::FirecrackerConfig::from_env(state),
-            ))
+            let config = ignis_vm::firecracker::FirecrackerConfig::from_env_or_cache(
+                state,
+                &ignis_vm::image::cache_dir(),
+            )?;
+            Arc::new(ignis_vm::firecracker::FirecrackerProvider::new(config))
         }
         Backend::Qemu => Arc::new(ignis_vm::qemu::QemuProvider::new(
             ignis_vm::qemu::QemuConfig::from_env(),
