@@ -1,0 +1,159 @@
+//! `ignis run --backend firecracker` end to end through the binary, against the fake
+//! Firecracker (`fake-firecracker`, built by `cargo build -p ignis-vm --features
+//! fake-firecracker`; it answers the REST API as firecracker.yaml says and bridges the vsock
+//! `CONNECT` to a host `ignis-agent`). The kernel and initramfs come from a guest image in a
+//! scratch cache, the way `ignis image build` leaves one, so this also covers the fallback to
+//! the newest cached image. Skips loudly when either helper binary is not built.
+
+// An integration test crate is a test module already.
+#![allow(clippy::tests_outside_test_module)]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The fake Firecracker and the agent it bridges to, next to the `ignis` binary.
+fn helpers() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_BIN_EXE_ignis")).parent()?.to_owned();
+    let fake = dir.join("fake-firecracker");
+    if !fake.is_file() {
+        eprintln!(
+            "skipped: {} not built (cargo build -p ignis-vm --features fake-firecracker --bin fake-firecracker)",
+            fake.display()
+        );
+        return None;
+    }
+    if !dir.join("ignis-agent").is_file() {
+        eprintln!("skipped: no ignis-agent next to {}", fake.display());
+        return None;
+    }
+    Some(fake)
+}
+
+/// A guest image in `cache` as `ignis image build` leaves it, with placeholder kernel and
+/// initramfs the fake accepts (an ELF header; any readable file).
+fn cached_image(cache: &Path) -> PathBuf {
+    let dir = cache.join("images/00e2e0firecracker");
+    std::fs::create_dir_all(&dir).expect("image dir");
+    let mut kernel = b"\x7fELF".to_vec();
+    kernel.resize(4096, 0);
+    std::fs::write(dir.join("vmlinux"), kernel).expect("vmlinux");
+    std::fs::write(dir.join("vmlinuz"), b"bz").expect("vmlinuz");
+    std::fs::write(dir.join("initrd.cpio"), b"070701").expect("initrd");
+    let manifest = ignis_vm::image::Manifest {
+        key: "00e2e0firecracker".into(),
+        kernel_package: "linux-image-test".into(),
+        kernel_version: "1".into(),
+        kernel_release: "6.1.0-test".into(),
+        programs: vec![],
+        agent_sha256: String::new(),
+        created: 1,
+    };
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(&manifest).expect("manifest json"),
+    )
+    .expect("manifest");
+    dir
+}
+
+/// `ignis run --json --backend firecracker` in a fresh repo with its own cache and state dirs.
+fn ignis(scratch: &Path, fake: &Path) -> std::process::Output {
+    let repo = scratch.join("repo");
+    let wf = repo.join(".github/workflows");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(
+        wf.join("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello-from-fc\n",
+    )
+    .expect("workflow");
+    Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .current_dir(&repo)
+        .args(["run", "--json", "--backend", "firecracker"])
+        .env("IGNIS_FIRECRACKER_BIN", fake)
+        .env("IGNIS_CACHE_DIR", scratch.join("cache"))
+        .env("XDG_STATE_HOME", scratch.join("state"))
+        .env("IGNIS_FAKE_FC_LOG", scratch.join("requests.jsonl"))
+        .env_remove("IGNIS_FIRECRACKER_KERNEL")
+        .env_remove("IGNIS_FIRECRACKER_INITRD")
+        .env_remove("IGNIS_FIRECRACKER_IMAGES")
+        .output()
+        .expect("run ignis")
+}
+
+#[test]
+fn run_firecracker_boots_the_cached_image_and_releases_the_session() {
+    let Some(fake) = helpers() else { return };
+    let scratch = tempfile::Builder::new()
+        .prefix("ifc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let image = cached_image(&scratch.path().join("cache"));
+    let out = ignis(scratch.path(), &fake);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let of = |t: &str| events.iter().filter(|e| e["type"] == t).count();
+    let created: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "session_created")
+        .collect();
+    assert_eq!(created.len(), 1, "one session for the run: {events:?}");
+    assert_eq!(created[0]["backend"], "firecracker");
+    assert_eq!(of("session_released"), 1, "the session is released");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello-from-fc"),
+        "the step's output is in the stream"
+    );
+
+    let requests: Vec<Value> = std::fs::read_to_string(scratch.path().join("requests.jsonl"))
+        .expect("the fake logged requests")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let boot = requests
+        .iter()
+        .find(|r| r["path"] == "/boot-source")
+        .expect("boot-source sent");
+    assert_eq!(
+        boot["body"]["kernel_image_path"].as_str(),
+        Some(image.join("vmlinux").to_string_lossy().as_ref())
+    );
+    assert_eq!(
+        boot["body"]["initrd_path"].as_str(),
+        Some(image.join("initrd.cpio").to_string_lossy().as_ref())
+    );
+    assert!(
+        boot["body"]["boot_args"]
+            .as_str()
+            .is_some_and(|a| a.contains("ignis.transport=vsock:1024")),
+        "{boot}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["body"]["action_type"] == "SendCtrlAltDel"),
+        "release shuts the microVM down"
+    );
+    let vms = scratch.path().join("state/ignis/firecracker/vms");
+    let left: Vec<_> = std::fs::read_dir(&vms)
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "vm dirs left behind: {left:?}");
+}
+
+#[test]
+fn run_firecracker_without_an_image_names_ignis_image_build() {
+    let Some(fake) = helpers() else { return };
+    let scratch = tempfile::Builder::new()
+        .prefix("ifc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    let out = ignis(scratch.path(), &fake);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("ignis image build"), "stderr: {stderr}");
+}
