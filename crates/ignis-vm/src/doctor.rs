@@ -428,11 +428,22 @@ fn which(name: &str) -> Option<PathBuf> {
 }
 
 fn kernel_check() -> Check {
-    let fix = "set IGNIS_FIRECRACKER_KERNEL to an uncompressed ELF vmlinux (ignis image extracts it from Debian's linux-image-cloud-amd64 vmlinuz)";
-    let Some(k) = std::env::var_os("IGNIS_FIRECRACKER_KERNEL").map(PathBuf::from) else {
+    let fix = "run `ignis image build` (it extracts an ELF vmlinux from Debian's linux-image-cloud-amd64 and builds the initramfs), or set IGNIS_FIRECRACKER_KERNEL to an uncompressed ELF vmlinux";
+    // the same fallback `ignis run` uses: the newest cached guest image with a vmlinux
+    let cached = || {
+        crate::image::list(&crate::image::cache_dir())
+            .ok()?
+            .iter()
+            .find_map(crate::image::GuestImage::vmlinux)
+    };
+    let Some(k) = std::env::var_os("IGNIS_FIRECRACKER_KERNEL")
+        .filter(|k| !k.is_empty())
+        .map(PathBuf::from)
+        .or_else(cached)
+    else {
         return gap(
             "firecracker-kernel",
-            "IGNIS_FIRECRACKER_KERNEL is not set",
+            "IGNIS_FIRECRACKER_KERNEL is not set and no cached guest image has a vmlinux",
             fix,
         );
     };
