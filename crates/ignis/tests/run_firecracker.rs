@@ -57,11 +57,20 @@ fn cached_image(cache: &Path) -> PathBuf {
     dir
 }
 
-/// `ignis run --json --backend firecracker` in a fresh repo with its own cache and state dirs.
-fn ignis(scratch: &Path, fake: &Path) -> std::process::Output {
+/// `ignis run --json <args>` in a fresh repo with its own cache and state dirs; `profiles` is
+/// the repository's `ignis.toml` when given.
+fn ignis(
+    scratch: &Path,
+    fake: &Path,
+    args: &[&str],
+    profiles: Option<&str>,
+) -> std::process::Output {
     let repo = scratch.join("repo");
     let wf = repo.join(".github/workflows");
     std::fs::create_dir_all(&wf).expect("mkdir");
+    if let Some(toml) = profiles {
+        std::fs::write(repo.join("ignis.toml"), toml).expect("ignis.toml");
+    }
     std::fs::write(
         wf.join("ci.yml"),
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello-from-fc\n",
@@ -69,7 +78,8 @@ fn ignis(scratch: &Path, fake: &Path) -> std::process::Output {
     .expect("workflow");
     Command::new(env!("CARGO_BIN_EXE_ignis"))
         .current_dir(&repo)
-        .args(["run", "--json", "--backend", "firecracker"])
+        .args(["run", "--json"])
+        .args(args)
         .env("IGNIS_FIRECRACKER_BIN", fake)
         .env("IGNIS_CACHE_DIR", scratch.join("cache"))
         .env("XDG_STATE_HOME", scratch.join("state"))
@@ -89,7 +99,7 @@ fn run_firecracker_boots_the_cached_image_and_releases_the_session() {
         .tempdir_in("/tmp")
         .expect("tempdir");
     let image = cached_image(&scratch.path().join("cache"));
-    let out = ignis(scratch.path(), &fake);
+    let out = ignis(scratch.path(), &fake, &["--backend", "firecracker"], None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -152,8 +162,40 @@ fn run_firecracker_without_an_image_names_ignis_image_build() {
         .prefix("ifc")
         .tempdir_in("/tmp")
         .expect("tempdir");
-    let out = ignis(scratch.path(), &fake);
+    let out = ignis(scratch.path(), &fake, &["--backend", "firecracker"], None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(stderr.contains("ignis image build"), "stderr: {stderr}");
+}
+
+#[test]
+fn run_firecracker_profile_sizes_the_microvm() {
+    let Some(fake) = helpers() else { return };
+    let scratch = tempfile::Builder::new()
+        .prefix("ifc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    cached_image(&scratch.path().join("cache"));
+    let toml = "[profiles.micro]\nlabels = [\"ubuntu-latest\"]\nbackend = \"firecracker\"\nimage = \"default\"\nvcpus = 2\nmemory-mib = 512\ndisk-mib = 1024\n";
+    let out = ignis(scratch.path(), &fake, &[], Some(toml));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let created: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "session_created")
+        .collect();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["backend"], "firecracker");
+    let requests: Vec<Value> = std::fs::read_to_string(scratch.path().join("requests.jsonl"))
+        .expect("the fake logged requests")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let machine = requests
+        .iter()
+        .find(|r| r["path"] == "/machine-config")
+        .expect("machine-config sent");
+    assert_eq!(machine["body"]["vcpu_count"], 2, "{machine}");
+    assert_eq!(machine["body"]["mem_size_mib"], 512, "{machine}");
 }
