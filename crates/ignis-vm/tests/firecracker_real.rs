@@ -1,7 +1,9 @@
 //! Real Firecracker: the seed's five verification scenarios on real microVMs, through the
-//! provider directly. Needs a host whose KVM boots guests plus
-//! `IGNIS_FIRECRACKER_BIN`, `IGNIS_FIRECRACKER_KERNEL` (vmlinux) and `IGNIS_FIRECRACKER_ROOTFS`
-//! (ext4 with `ignis-agent` as init); see `docs/firecracker.md`.
+//! provider directly. Needs a host whose KVM boots guests plus `IGNIS_FIRECRACKER_BIN` and a
+//! kernel: `IGNIS_FIRECRACKER_KERNEL` (vmlinux, with `IGNIS_FIRECRACKER_ROOTFS`, an ext4 with
+//! `ignis-agent` as init, or `IGNIS_FIRECRACKER_INITRD`), else the newest guest image
+//! `ignis image build` left in the cache (vmlinux + initramfs, no rootfs); see
+//! `docs/firecracker.md`.
 //!
 //! `firecracker_real_scenarios` is `#[ignore]`d so a host that cannot boot guests never counts
 //! it as passed; run it with `-- --ignored`, and it FAILS (not skips) when the host is not
@@ -21,15 +23,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Why the real test cannot run here, or `None` when it can.
 fn not_ready_reason() -> Option<String> {
-    let mut missing: Vec<String> = [
-        "IGNIS_FIRECRACKER_BIN",
-        "IGNIS_FIRECRACKER_KERNEL",
-        "IGNIS_FIRECRACKER_ROOTFS",
-    ]
-    .into_iter()
-    .filter(|v| std::env::var_os(v).is_none())
-    .map(|v| format!("{v} is not set"))
-    .collect();
+    let mut missing: Vec<String> = ["IGNIS_FIRECRACKER_BIN"]
+        .into_iter()
+        .filter(|v| std::env::var_os(v).is_none())
+        .map(|v| format!("{v} is not set"))
+        .collect();
+    if let Err(e) =
+        FirecrackerConfig::from_env_or_cache(std::env::temp_dir(), &ignis_vm::image::cache_dir())
+    {
+        missing.push(format!("no kernel: {e}"));
+    }
     let probe = ignis_vm::doctor::kvm_probe();
     if !probe.runs_guests() {
         missing.push(format!(
@@ -56,7 +59,9 @@ fn spec(vm_type: &str) -> VmSpec {
     VmSpec {
         vm_type: vm_type.into(),
         backend: Backend::Firecracker,
-        image: PathBuf::from(std::env::var_os("IGNIS_FIRECRACKER_ROOTFS").unwrap_or_default()),
+        // no rootfs: the guest image's initramfs is the root
+        image: std::env::var_os("IGNIS_FIRECRACKER_ROOTFS")
+            .map_or_else(|| PathBuf::from("default"), PathBuf::from),
         vcpus: 1,
         memory_mib: 256,
         disk_mib: 1024,
@@ -80,13 +85,14 @@ async fn boot_id(vm: &Vm) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs a host whose KVM boots guests and IGNIS_FIRECRACKER_BIN/KERNEL/ROOTFS; run with -- --ignored"]
+#[ignore = "needs a host whose KVM boots guests, IGNIS_FIRECRACKER_BIN and a kernel (env or `ignis image build`); run with -- --ignored"]
 async fn firecracker_real_scenarios() {
     if let Some(reason) = not_ready_reason() {
         panic!("firecracker_real_scenarios cannot run: {reason}");
     }
     let state = tempfile::tempdir().expect("state dir");
-    let mut cfg = FirecrackerConfig::from_env(state.path());
+    let mut cfg = FirecrackerConfig::from_env_or_cache(state.path(), &ignis_vm::image::cache_dir())
+        .expect("firecracker config");
     if let Some(args) = std::env::var_os("IGNIS_FIRECRACKER_BOOT_ARGS") {
         cfg.boot_args = args.to_string_lossy().into_owned();
     }
