@@ -55,6 +55,9 @@ pub struct ExecutorConfig {
     pub max_parallel_jobs: usize,
     /// `PATH`, `HOME`, `LANG`... given to every command (the agent passes nothing implicitly).
     pub base_env: BTreeMap<String, String>,
+    /// Repository facts the caller already read (`ignis run` reads them to plan the run);
+    /// `None` reads them at `execute`. Saves a second round of `git` processes per run.
+    pub git_facts: Option<contexts::GitFacts>,
 }
 
 impl ExecutorConfig {
@@ -84,6 +87,7 @@ impl ExecutorConfig {
             actions_base_url: crate::runtime::actions::actions_base_url(),
             max_parallel_jobs: 16,
             base_env,
+            git_facts: None,
         }
     }
 }
@@ -220,7 +224,10 @@ impl WorkflowExecutor {
         for v in req.secrets.values() {
             masker.add(v);
         }
-        let git = contexts::read_git(&self.config.repo_dir);
+        let git = match &self.config.git_facts {
+            Some(facts) => facts.clone(),
+            None => contexts::read_git(&self.config.repo_dir),
+        };
         let github = contexts::github_context(&req.info, &git, &self.config.repo_dir);
         let repo_name = github
             .get("repository")

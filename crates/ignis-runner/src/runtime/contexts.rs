@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 
 /// What the caller knows about the run, before any job starts.
 #[derive(Debug, Clone)]
@@ -32,13 +32,23 @@ pub struct GitFacts {
     pub user: Option<String>,
 }
 
-fn git(dir: &Path, args: &[&str]) -> Option<String> {
-    let out = Command::new("git")
+/// Start `git -C dir args...` without waiting, so several queries overlap: each `git` costs a
+/// few milliseconds of process start-up, and `ignis run` pays for them before any job starts.
+fn spawn_git(dir: &Path, args: &[&str]) -> Option<Child> {
+    Command::new("git")
         .arg("-C")
         .arg(dir)
         .args(args)
-        .output()
-        .ok()?;
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+/// The trimmed stdout of a query started by [`spawn_git`], `None` on failure or empty output.
+fn finish_git(child: Option<Child>) -> Option<String> {
+    let out = child?.wait_with_output().ok()?;
     if !out.status.success() {
         return None;
     }
@@ -63,12 +73,16 @@ pub fn repository_from_url(url: &str) -> Option<String> {
 
 /// Read what a github context needs from a local repository (missing facts stay `None`).
 pub fn read_git(dir: &Path) -> GitFacts {
+    // All four queries run at once (every child is waited for below, success or not).
+    let sha = spawn_git(dir, &["rev-parse", "HEAD"]);
+    let git_ref = spawn_git(dir, &["symbolic-ref", "-q", "HEAD"]);
+    let origin = spawn_git(dir, &["remote", "get-url", "origin"]);
+    let user = spawn_git(dir, &["config", "user.name"]);
     GitFacts {
-        sha: git(dir, &["rev-parse", "HEAD"]),
-        git_ref: git(dir, &["symbolic-ref", "-q", "HEAD"]),
-        repository: git(dir, &["remote", "get-url", "origin"])
-            .and_then(|u| repository_from_url(&u)),
-        user: git(dir, &["config", "user.name"]),
+        sha: finish_git(sha),
+        git_ref: finish_git(git_ref),
+        repository: finish_git(origin).and_then(|u| repository_from_url(&u)),
+        user: finish_git(user),
     }
 }
 
@@ -314,5 +328,47 @@ mod tests {
         assert_eq!(g["ref_name"], "v1");
         assert_eq!(g["ref_type"], "tag");
         assert_eq!(g["sha"], "s");
+    }
+
+    /// The four queries run concurrently; each fact must still come from its own query.
+    #[test]
+    fn read_git_reads_a_real_repository() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let run = |args: &[&str]| {
+            Command::new("git")
+                .arg("-C")
+                .arg(dir.path())
+                .args(args)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        if !run(&["init", "-q", "-b", "trunk"]) {
+            eprintln!("skipped: git is not usable here");
+            return;
+        }
+        assert!(run(&["config", "user.name", "Some One"]));
+        assert!(run(&["config", "user.email", "a@b"]));
+        assert!(run(&[
+            "remote",
+            "add",
+            "origin",
+            "git@github.com:own/proj.git"
+        ]));
+        assert!(run(&["commit", "-q", "--allow-empty", "-m", "x"]));
+        let facts = read_git(dir.path());
+        let sha = facts.sha.clone().expect("sha");
+        assert_eq!(sha.len(), 40, "{sha}");
+        assert_eq!(facts.git_ref.as_deref(), Some("refs/heads/trunk"));
+        assert_eq!(facts.repository.as_deref(), Some("own/proj"));
+        assert_eq!(facts.user.as_deref(), Some("Some One"));
+
+        // Not a repository: no sha, ref or remote (user.name may come from global config).
+        let empty = tempfile::tempdir().expect("tempdir");
+        let facts = read_git(empty.path());
+        assert_eq!(
+            (facts.sha, facts.git_ref, facts.repository),
+            (None, None, None)
+        );
     }
 }

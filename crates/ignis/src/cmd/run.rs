@@ -379,6 +379,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             IsolationArg::Workflow => Isolation::Workflow,
             IsolationArg::Job => Isolation::Job,
         };
+        // Planning already read the repository; the executor reuses it (no second `git` round).
+        config.git_facts = Some(git.clone());
         let executor = WorkflowExecutor::new(sessions, config);
 
         let bus = EventBus::new();
