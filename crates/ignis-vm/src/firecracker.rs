@@ -151,6 +151,46 @@ impl FirecrackerConfig {
     }
 }
 
+impl FirecrackerConfig {
+    /// Apply the `[profiles.NAME.firecracker]` tables of `profiles` on top of this
+    /// env/cache config. One provider serves every profile, so the process-wide settings
+    /// (binary, jailer) come from the first profile in file order whose backend is
+    /// firecracker and that sets them; an explicit profile value wins over
+    /// `IGNIS_FIRECRACKER_BIN`, which stays the fallback. `pool-size` is per profile: it sizes
+    /// the warm pool of that profile's VM type (its name).
+    pub fn apply_profiles(&mut self, profiles: &crate::profile::ProfileConfig) {
+        let fc_profiles = profiles
+            .profiles
+            .iter()
+            .filter(|(_, p)| p.backend == Backend::Firecracker)
+            .filter_map(|(name, p)| p.firecracker.as_ref().map(|f| (name, f)));
+        let mut binary_set = false;
+        let mut jailer_set = false;
+        for (name, f) in fc_profiles {
+            if let (false, Some(bin)) = (binary_set, &f.binary) {
+                self.firecracker_bin.clone_from(bin);
+                binary_set = true;
+            }
+            if let (false, Some(j)) = (jailer_set, &f.jailer) {
+                self.jailer = Some(JailerConfig {
+                    bin: j.binary.clone(),
+                    uid: j.uid,
+                    gid: j.gid,
+                    chroot_base: j.chroot_base.clone(),
+                    netns: j.netns.clone(),
+                    new_pid_ns: j.new_pid_ns,
+                    cgroups: j.cgroups.clone(),
+                });
+                jailer_set = true;
+            }
+            if let Some(size) = f.pool_size {
+                self.pool_sizes
+                    .insert(name.clone(), usize::try_from(size).unwrap_or(usize::MAX));
+            }
+        }
+    }
+}
+
 /// Kernel command line for a guest image's initramfs: serial console, reboot on triple fault
 /// (Firecracker exits), panic reboots at once, no PCI probe, and the agent on vsock `port`.
 pub fn image_boot_args(port: u32) -> String {

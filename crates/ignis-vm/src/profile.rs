@@ -19,6 +19,18 @@
 //! groups = ["ci"]              # optional: serve only `runs-on: { group: ci }`
 //! setup = ["apt-get update"]   # optional, run by the executor before the first step
 //! cleanup = []                 # optional, run by the executor after the last step
+//!
+//! [profiles.ubuntu.firecracker]  # optional, read only by the firecracker backend
+//! binary = "/usr/local/bin/firecracker"  # wins over IGNIS_FIRECRACKER_BIN
+//! pool-size = 2                  # warm microVMs restored from a snapshot; 0 = none
+//! [profiles.ubuntu.firecracker.jailer]   # optional: run each microVM under `jailer`
+//! binary = "/usr/local/bin/jailer"
+//! uid = 10000
+//! gid = 10000
+//! chroot-base = "/srv/jailer"
+//! netns = "/var/run/netns/ignis" # optional
+//! new-pid-ns = true
+//! cgroups = ["cpu.max=200000 100000"]
 //! ```
 //!
 //! A profile's own name is one of its labels too. When several profiles satisfy a `runs-on`,
@@ -175,6 +187,62 @@ pub struct Profile {
     /// Commands the executor runs in the session after the last step, however it ended.
     #[serde(default)]
     pub cleanup: Vec<String>,
+    /// Firecracker backend settings (`[profiles.NAME.firecracker]`); other backends ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firecracker: Option<FirecrackerProfile>,
+}
+
+/// `[profiles.NAME.firecracker]`: how the Firecracker backend starts this profile's microVMs.
+/// Explicit values here win over the environment (`IGNIS_FIRECRACKER_BIN`), which stays the
+/// fallback, so one `ignis.toml` pins the binary a repository was tested with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct FirecrackerProfile {
+    /// The `firecracker` binary; absent = `IGNIS_FIRECRACKER_BIN`, else `firecracker` on PATH.
+    #[serde(default)]
+    pub binary: Option<PathBuf>,
+    /// Run each microVM under `jailer` with these settings; absent = no jailer.
+    #[serde(default)]
+    pub jailer: Option<JailerProfile>,
+    /// Warm pool size for this profile's VM type (restored from a template snapshot and
+    /// refilled in the background); absent or 0 = boot every VM cold.
+    #[serde(default)]
+    pub pool_size: Option<u32>,
+}
+
+/// `[profiles.NAME.firecracker.jailer]`: mirrors the backend's jailer settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JailerProfile {
+    /// The `jailer` binary (default: `jailer` on PATH).
+    #[serde(default = "default_jailer_bin")]
+    pub binary: PathBuf,
+    /// Unprivileged uid Firecracker runs as inside the jail.
+    pub uid: u32,
+    /// Unprivileged gid Firecracker runs as inside the jail.
+    pub gid: u32,
+    /// Parent of every jail (`--chroot-base-dir`, default `/srv/jailer` as the jailer's own).
+    #[serde(default = "default_chroot_base")]
+    pub chroot_base: PathBuf,
+    /// Network namespace to join (`--netns`).
+    #[serde(default)]
+    pub netns: Option<PathBuf>,
+    /// Start Firecracker in a new pid namespace (`--new-pid-ns`, default on).
+    #[serde(default = "default_true")]
+    pub new_pid_ns: bool,
+    /// cgroup v2 settings passed as `--cgroup key=value`.
+    #[serde(default)]
+    pub cgroups: Vec<String>,
+}
+
+fn default_jailer_bin() -> PathBuf {
+    PathBuf::from("jailer")
+}
+fn default_chroot_base() -> PathBuf {
+    PathBuf::from("/srv/jailer")
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_backend() -> Backend {
@@ -212,6 +280,7 @@ impl Profile {
             groups: Vec::new(),
             setup: Vec::new(),
             cleanup: Vec::new(),
+            firecracker: None,
         }
     }
 
@@ -348,6 +417,18 @@ impl ProfileConfig {
             }
             if p.labels.iter().any(String::is_empty) {
                 return Err(invalid("empty label"));
+            }
+            if let Some(fc) = &p.firecracker {
+                if fc.binary.as_ref().is_some_and(|b| b.as_os_str().is_empty()) {
+                    return Err(invalid("firecracker.binary is empty"));
+                }
+                if let Some(j) = &fc.jailer
+                    && (j.binary.as_os_str().is_empty() || j.chroot_base.as_os_str().is_empty())
+                {
+                    return Err(invalid(
+                        "firecracker.jailer.binary and chroot-base must not be empty",
+                    ));
+                }
             }
         }
         Ok(())

@@ -138,3 +138,104 @@ fn discovery_prefers_explicit_then_repo_then_default() {
         Err(ProfileError::Read { .. })
     ));
 }
+
+const FIRECRACKER: &str = r#"
+[profiles.plain]
+labels = ["linux"]
+
+[profiles.micro]
+labels = ["ubuntu-latest"]
+backend = "firecracker"
+
+[profiles.micro.firecracker]
+binary = "/opt/fc/firecracker"
+pool-size = 3
+
+[profiles.micro.firecracker.jailer]
+binary = "/opt/fc/jailer"
+uid = 10000
+gid = 10001
+netns = "/var/run/netns/ignis"
+cgroups = ["cpu.max=200000 100000"]
+
+[profiles.later]
+labels = ["later"]
+backend = "firecracker"
+
+[profiles.later.firecracker]
+binary = "/ignored/firecracker"
+pool-size = 1
+"#;
+
+#[test]
+fn firecracker_table_parses_and_reaches_the_backend_config() {
+    let c = ProfileConfig::from_toml(FIRECRACKER, Path::new("ignis.toml")).expect("valid");
+    let micro = c.profiles["micro"].firecracker.as_ref().expect("table");
+    assert_eq!(
+        micro.binary.as_deref(),
+        Some(Path::new("/opt/fc/firecracker"))
+    );
+    assert_eq!(micro.pool_size, Some(3));
+    let jailer = micro.jailer.as_ref().expect("jailer");
+    assert_eq!((jailer.uid, jailer.gid), (10000, 10001));
+    assert_eq!(jailer.chroot_base, Path::new("/srv/jailer"), "default");
+    assert!(jailer.new_pid_ns, "default on");
+    assert!(c.profiles["plain"].firecracker.is_none());
+
+    let mut fc = ignis_vm::firecracker::FirecrackerConfig::from_env("/tmp/ignis-unused-state");
+    fc.apply_profiles(&c);
+    assert_eq!(
+        fc.firecracker_bin,
+        Path::new("/opt/fc/firecracker"),
+        "the first firecracker profile's binary wins"
+    );
+    let j = fc.jailer.as_ref().expect("jailer applied");
+    assert_eq!(j.bin, Path::new("/opt/fc/jailer"));
+    assert_eq!(j.netns.as_deref(), Some(Path::new("/var/run/netns/ignis")));
+    assert_eq!(j.cgroups, vec!["cpu.max=200000 100000".to_owned()]);
+    assert_eq!(fc.pool_sizes.get("micro"), Some(&3));
+    assert_eq!(
+        fc.pool_sizes.get("later"),
+        Some(&1),
+        "pool size is per profile"
+    );
+    assert_eq!(fc.pool_sizes.get("plain"), None);
+}
+
+#[test]
+fn firecracker_table_without_binary_keeps_the_env_fallback() {
+    let text = "[profiles.x]\nbackend = \"firecracker\"\n[profiles.x.firecracker]\npool-size = 2\n";
+    let c = ProfileConfig::from_toml(text, Path::new("ignis.toml")).expect("valid");
+    let mut fc = ignis_vm::firecracker::FirecrackerConfig::from_env("/tmp/ignis-unused-state");
+    let before = fc.firecracker_bin.clone();
+    fc.apply_profiles(&c);
+    assert_eq!(fc.firecracker_bin, before);
+    assert!(fc.jailer.is_none());
+    assert_eq!(fc.pool_sizes.get("x"), Some(&2));
+}
+
+#[test]
+fn unknown_firecracker_key_is_a_located_error() {
+    let text = "[profiles.x]\nbackend = \"firecracker\"\n[profiles.x.firecracker]\nbinary = \"/fc\"\npool-sise = 2\n";
+    let err = ProfileConfig::from_toml(text, Path::new("ignis.toml")).unwrap_err();
+    let ProfileError::Parse { source, .. } = &err else {
+        panic!("expected a parse error, got {err:?}");
+    };
+    let msg = source.to_string();
+    assert!(msg.contains("line 5"), "{msg}");
+    assert!(msg.contains("pool-sise"), "{msg}");
+
+    let jail = "[profiles.x.firecracker.jailer]\nuid = 1\ngid = 1\nchroot = \"/j\"\n";
+    let err = ProfileConfig::from_toml(jail, Path::new("ignis.toml")).unwrap_err();
+    let ProfileError::Parse { source, .. } = &err else {
+        panic!("expected a parse error, got {err:?}");
+    };
+    let msg = source.to_string();
+    assert!(msg.contains("line 4") && msg.contains("chroot"), "{msg}");
+
+    let empty = "[profiles.x.firecracker]\nbinary = \"\"\n";
+    assert!(matches!(
+        ProfileConfig::from_toml(empty, Path::new("ignis.toml")),
+        Err(ProfileError::Invalid { .. })
+    ));
+}

@@ -65,6 +65,16 @@ fn ignis(
     args: &[&str],
     profiles: Option<&str>,
 ) -> std::process::Output {
+    ignis_with_bin_env(scratch, Some(fake), args, profiles)
+}
+
+/// [`ignis`], with `IGNIS_FIRECRACKER_BIN` set to `bin_env` or removed when `None`.
+fn ignis_with_bin_env(
+    scratch: &Path,
+    bin_env: Option<&Path>,
+    args: &[&str],
+    profiles: Option<&str>,
+) -> std::process::Output {
     let repo = scratch.join("repo");
     let wf = repo.join(".github/workflows");
     std::fs::create_dir_all(&wf).expect("mkdir");
@@ -76,11 +86,14 @@ fn ignis(
         "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello-from-fc\n",
     )
     .expect("workflow");
-    Command::new(env!("CARGO_BIN_EXE_ignis"))
-        .current_dir(&repo)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ignis"));
+    match bin_env {
+        Some(bin) => cmd.env("IGNIS_FIRECRACKER_BIN", bin),
+        None => cmd.env_remove("IGNIS_FIRECRACKER_BIN"),
+    };
+    cmd.current_dir(&repo)
         .args(["run", "--json"])
         .args(args)
-        .env("IGNIS_FIRECRACKER_BIN", fake)
         .env("IGNIS_CACHE_DIR", scratch.join("cache"))
         .env("XDG_STATE_HOME", scratch.join("state"))
         .env("IGNIS_FAKE_FC_LOG", scratch.join("requests.jsonl"))
@@ -198,4 +211,30 @@ fn run_firecracker_profile_sizes_the_microvm() {
         .expect("machine-config sent");
     assert_eq!(machine["body"]["vcpu_count"], 2, "{machine}");
     assert_eq!(machine["body"]["mem_size_mib"], 512, "{machine}");
+}
+
+#[test]
+fn run_firecracker_takes_the_binary_from_the_profile() {
+    let Some(fake) = helpers() else { return };
+    let scratch = tempfile::Builder::new()
+        .prefix("ifc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    cached_image(&scratch.path().join("cache"));
+    let toml = format!(
+        "[profiles.x]\nlabels = [\"ubuntu-latest\"]\nbackend = \"firecracker\"\n[profiles.x.firecracker]\nbinary = {:?}\n",
+        fake.display().to_string()
+    );
+    // No IGNIS_FIRECRACKER_BIN: only the profile names the fake, and `firecracker` is not
+    // on this host's PATH, so success proves the profile's binary was started.
+    let out = ignis_with_bin_env(scratch.path(), None, &[], Some(&toml));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello-from-fc"),
+        "the step ran in the microVM"
+    );
+    let log = std::fs::read_to_string(scratch.path().join("requests.jsonl"))
+        .expect("the fake (started from the profile's path) logged requests");
+    assert!(log.contains("InstanceStart"), "{log}");
 }

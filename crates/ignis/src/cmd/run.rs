@@ -134,7 +134,12 @@ fn dotenv(path: &Option<PathBuf>) -> anyhow::Result<Vec<(String, String)>> {
     parse_dotenv(&text).with_context(|| format!("{}", p.display()))
 }
 
-fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
+/// The provider for `backend`; `profiles` (with any `--backend` override applied) carry the
+/// Firecracker settings of `[profiles.NAME.firecracker]`.
+fn provider(
+    backend: Backend,
+    profiles: &ignis_vm::profile::ProfileConfig,
+) -> anyhow::Result<Arc<dyn VmProvider>> {
     Ok(match backend {
         Backend::Sandbox => Arc::new(ignis_vm::sandbox::SandboxProvider::new()?),
         Backend::Fake => {
@@ -151,10 +156,13 @@ fn provider(backend: Backend) -> anyhow::Result<Arc<dyn VmProvider>> {
                 .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
                 .unwrap_or_else(std::env::temp_dir)
                 .join("ignis/firecracker");
-            let config = ignis_vm::firecracker::FirecrackerConfig::from_env_or_cache(
+            let mut config = ignis_vm::firecracker::FirecrackerConfig::from_env_or_cache(
                 state,
                 &ignis_vm::image::cache_dir(),
             )?;
+            // Binary, jailer and pool sizes from the profiles: an explicit profile value wins
+            // over IGNIS_FIRECRACKER_BIN (see FirecrackerConfig::apply_profiles).
+            config.apply_profiles(profiles);
             Arc::new(ignis_vm::firecracker::FirecrackerProvider::new(config))
         }
         Backend::Qemu => Arc::new(ignis_vm::qemu::QemuProvider::new(
@@ -332,8 +340,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // `--backend` overrides every profile's backend, before the provider reads the profiles.
+    let mut profiles = profiles;
+    if let Some(b) = backend {
+        for p in profiles.profiles.values_mut() {
+            p.backend = b;
+        }
+    }
     runtime.block_on(async move {
-        let provider = match provider(effective_backend) {
+        let provider = match provider(effective_backend, &profiles) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("ignis: {e:#}");
@@ -342,12 +357,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         // Sessions come from the SessionManager: its limit (--max-sessions), persisted
         // records, and a reaper for what a crashed ignis left behind.
-        let mut profiles = profiles;
-        if let Some(b) = backend {
-            for p in profiles.profiles.values_mut() {
-                p.backend = b;
-            }
-        }
         let manager = match ignis_runner::session::SessionManager::builder()
             .max_concurrent_sessions(args.max_sessions.max(1))
             .profiles(profiles)
