@@ -238,3 +238,23 @@ fn run_firecracker_takes_the_binary_from_the_profile() {
         .expect("the fake (started from the profile's path) logged requests");
     assert!(log.contains("InstanceStart"), "{log}");
 }
+
+#[test]
+fn run_firecracker_profile_pool_size_fills_a_warm_pool() {
+    let Some(fake) = helpers() else { return };
+    let scratch = tempfile::Builder::new()
+        .prefix("ifc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    cached_image(&scratch.path().join("cache"));
+    let toml = "[profiles.x]\nlabels = [\"ubuntu-latest\"]\nbackend = \"firecracker\"\n[profiles.x.firecracker]\npool-size = 1\n";
+    let out = ignis(scratch.path(), &fake, &[], Some(toml));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let log = std::fs::read_to_string(scratch.path().join("requests.jsonl"))
+        .expect("the fake logged requests");
+    assert!(
+        log.contains("/snapshot/create"),
+        "a pool size makes the backend snapshot a template: {log}"
+    );
+}
