@@ -232,6 +232,15 @@ impl JobRunner {
         self.target(step_id).log(LogStream::System, line);
     }
 
+    /// Logs `error` as the step's `##[error]` line and fails the step before it runs.
+    fn fail_step(&self, step_id: &str, error: impl std::fmt::Display) -> StepRun {
+        self.system(step_id, &format!("##[error]{error}"));
+        StepRun {
+            ok: false,
+            outputs: vec![],
+        }
+    }
+
     fn cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
@@ -903,13 +912,7 @@ impl JobRunner {
         if let Some(script) = &step.run {
             let body = match exprs::string(script, &ctx, "run") {
                 Ok(b) => b,
-                Err(e) => {
-                    self.system(step_id, &format!("##[error]{e}"));
-                    return StepRun {
-                        ok: false,
-                        outputs: vec![],
-                    };
-                }
+                Err(e) => return self.fail_step(step_id, e),
             };
             // In a composite action, `shell:` is required and job defaults do not apply.
             let in_composite = frame.action_path.is_some();
@@ -926,23 +929,11 @@ impl JobRunner {
                 .transpose()
             {
                 Ok(s) => s,
-                Err(e) => {
-                    self.system(step_id, &format!("##[error]{e}"));
-                    return StepRun {
-                        ok: false,
-                        outputs: vec![],
-                    };
-                }
+                Err(e) => return self.fail_step(step_id, e),
             };
             let shell = match shell::resolve(shell_name.as_deref(), self.session.tools.bash) {
                 Ok(s) => s,
-                Err(e) => {
-                    self.system(step_id, &format!("##[error]{e}"));
-                    return StepRun {
-                        ok: false,
-                        outputs: vec![],
-                    };
-                }
+                Err(e) => return self.fail_step(step_id, e),
             };
             let wd_src = step.working_directory.clone().or_else(|| {
                 if in_composite {
@@ -956,13 +947,7 @@ impl JobRunner {
                 .transpose()
             {
                 Ok(w) => w,
-                Err(e) => {
-                    self.system(step_id, &format!("##[error]{e}"));
-                    return StepRun {
-                        ok: false,
-                        outputs: vec![],
-                    };
-                }
+                Err(e) => return self.fail_step(step_id, e),
             };
             let cwd = self.resolve_dir(wd.as_deref());
             let (env, files) = self.process_env(frame, step_env);
@@ -986,13 +971,7 @@ impl JobRunner {
         };
         let action = match ActionRef::parse(&uses) {
             Ok(a) => a,
-            Err(e) => {
-                self.system(step_id, &format!("##[error]{e}"));
-                return StepRun {
-                    ok: false,
-                    outputs: vec![],
-                };
-            }
+            Err(e) => return self.fail_step(step_id, e),
         };
         // `with:` values, evaluated in the caller's scope.
         let mut with = IndexMap::new();
@@ -1001,13 +980,7 @@ impl JobRunner {
                 Ok(s) => {
                     with.insert(k.clone(), s);
                 }
-                Err(e) => {
-                    self.system(step_id, &format!("##[error]{e}"));
-                    return StepRun {
-                        ok: false,
-                        outputs: vec![],
-                    };
-                }
+                Err(e) => return self.fail_step(step_id, e),
             }
         }
         if action.is_checkout() {
@@ -1035,24 +1008,12 @@ impl JobRunner {
                 .to_string(),
             ActionRef::Remote { .. } => match self.fetch_remote(&action).await {
                 Ok(d) => d,
-                Err(e) => {
-                    self.system(step_id, &format!("##[error]{e}"));
-                    return StepRun {
-                        ok: false,
-                        outputs: vec![],
-                    };
-                }
+                Err(e) => return self.fail_step(step_id, e),
             },
         };
         let meta = match self.load_action(&action_dir, &uses).await {
             Ok(a) => a,
-            Err(e) => {
-                self.system(step_id, &format!("##[error]{e}"));
-                return StepRun {
-                    ok: false,
-                    outputs: vec![],
-                };
-            }
+            Err(e) => return self.fail_step(step_id, e),
         };
         self.run_action(
             frame,
