@@ -179,10 +179,20 @@ pub trait VmProvider: Send + Sync + fmt::Debug {
     /// Release a machine and every host resource it holds. Idempotent errors: releasing an
     /// unknown id returns `UnknownVm`.
     async fn release(&self, vm: &Vm) -> Result<(), VmError>;
-    /// Capture a snapshot of a live machine.
+    /// Capture a snapshot of a live machine. The id stays restorable by a provider with the same
+    /// configuration in a later ignis process (`ignis run --resume` depends on it) until
+    /// [`VmProvider::remove_snapshot`] deletes it.
     async fn snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotId, VmError>;
     /// Allocate a new machine from a snapshot.
     async fn restore(&self, snapshot: &SnapshotId, spec: &VmSpec) -> Result<Vm, VmError>;
+    /// Delete a snapshot and every host file it holds. Snapshots outlive the VM and the process
+    /// that took them, so whoever records their ids also removes them.
+    async fn remove_snapshot(&self, snapshot: &SnapshotId) -> Result<(), VmError> {
+        Err(VmError::Snapshot {
+            op: "remove",
+            reason: format!("{} snapshots cannot be removed by this backend", snapshot.0),
+        })
+    }
     /// Release what a VM of a dead ignis process left behind, from its persisted record.
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError>;
 }
