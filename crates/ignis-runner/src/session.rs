@@ -566,7 +566,47 @@ impl SessionManager {
             .acquire_owned()
             .await
             .map_err(|_| SessionError::Closed)?;
-        self.allocate(ctx, spec, provider, permit).await
+        self.allocate(ctx, spec, provider, permit, None).await
+    }
+
+    /// Like [`create_session`](Self::create_session), but the VM is allocated by restoring
+    /// `snapshot` ([`VmProvider::restore`]) instead of booting fresh: same slot, record, drop
+    /// guard and release guarantees. `ignis run --resume` continues failed runs with it.
+    ///
+    /// # Cancel safety
+    /// As [`create_session`](Self::create_session).
+    pub async fn restore_session(
+        &self,
+        ctx: SessionContext,
+        snapshot: SnapshotId,
+    ) -> Result<Session, SessionError> {
+        let (spec, provider) = self.resolve(&ctx)?;
+        let permit = Arc::clone(&self.inner.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| SessionError::Closed)?;
+        self.allocate(ctx, spec, provider, permit, Some(snapshot))
+            .await
+    }
+
+    /// Delete a snapshot through the registered provider of `backend`.
+    pub async fn remove_snapshot(
+        &self,
+        backend: Backend,
+        snapshot: &SnapshotId,
+    ) -> Result<(), SessionError> {
+        let provider = self
+            .inner
+            .providers
+            .get(&backend)
+            .ok_or(SessionError::NoProvider(backend))?;
+        provider
+            .remove_snapshot(snapshot)
+            .await
+            .map_err(|source| SessionError::Snapshot {
+                session: String::new(),
+                source,
+            })
     }
 
     /// Like [`create_session`](Self::create_session) but fails with `LimitReached` instead of
@@ -582,7 +622,7 @@ impl SessionManager {
             }
             Err(TryAcquireError::Closed) => return Err(SessionError::Closed),
         };
-        self.allocate(ctx, spec, provider, permit).await
+        self.allocate(ctx, spec, provider, permit, None).await
     }
 
     fn resolve(
@@ -605,7 +645,9 @@ impl SessionManager {
         spec: ignis_vm::VmSpec,
         provider: Arc<dyn VmProvider>,
         permit: OwnedSemaphorePermit,
+        from: Option<SnapshotId>,
     ) -> Result<Session, SessionError> {
+        let restored = from.as_ref().map(|s| s.0.clone());
         let shared = Arc::new(Shared {
             id: self.new_id(),
             vm_type: spec.vm_type.clone(),
@@ -637,7 +679,10 @@ impl SessionManager {
         let (tx, rx) = oneshot::channel::<Vm>();
         let task_provider = Arc::clone(&provider);
         let alloc = tokio::spawn(async move {
-            let vm = task_provider.allocate(&spec).await?;
+            let vm = match &from {
+                Some(snapshot) => task_provider.restore(snapshot, &spec).await?,
+                None => task_provider.allocate(&spec).await?,
+            };
             if let Err(vm) = tx.send(vm)
                 && let Err(e) = task_provider.release(&vm).await
             {
@@ -682,11 +727,11 @@ impl SessionManager {
             d.allocation_ms = Some(allocation_ms);
             d.vm_record = vm.record.clone();
         }
-        shared.transition(
-            SessionState::Active,
-            Some(VmState::Allocated),
-            "vm allocated, session created",
-        );
+        let action = match &restored {
+            Some(snap) => format!("vm restored from snapshot {snap}, session created"),
+            None => "vm allocated, session created".to_string(),
+        };
+        shared.transition(SessionState::Active, Some(VmState::Allocated), &action);
         let session = Session {
             shared: Arc::clone(&shared),
             manager: self.clone(),
