@@ -195,4 +195,13 @@ pub trait VmProvider: Send + Sync + fmt::Debug {
     }
     /// Release what a VM of a dead ignis process left behind, from its persisted record.
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError>;
+    /// Remove host leftovers of dead ignis processes that no record names: what a crash
+    /// between creating a VM's resources and the session manager writing its record (or in
+    /// the middle of a snapshot) leaves. Providers that name such resources after their owner
+    /// process (pid + start time) find them here; a resource of a live process is never
+    /// touched. Returns a description of each thing removed. Called by
+    /// `SessionManager::reap_orphans` at start-up; the default has nothing to sweep.
+    async fn reap_leftovers(&self) -> Result<Vec<String>, VmError> {
+        Ok(Vec::new())
+    }
 }

@@ -61,7 +61,16 @@
 //! swap its upper under running processes, so the O(1) rename is not possible while the
 //! sandbox runs. **Process state is not captured**: a restored sandbox starts with a fresh
 //! agent and no running commands. The store must be on another filesystem than the image
-//! (overlayfs refuses overlapping layers); the default is under `/dev/shm`, in memory.
+//! (overlayfs refuses overlapping layers); the default is under `/dev/shm`, in memory, so
+//! snapshots survive the ignis process but not a reboot (set `state_dir` on a disk that is not
+//! the image's for that).
+//!
+//! Snapshots are persistent: each layer has a manifest beside it naming the layers it is built
+//! on and its base image, and that store is the only registry, so any provider with the same
+//! `state_dir` (in a later ignis process too) restores them; dropping a provider never deletes
+//! a layer. [`VmProvider::remove_snapshot`] deletes one; it refuses while a sandbox of any
+//! process runs on it (each sandbox holds a shared `flock` on its layers' manifests) and while
+//! a later snapshot is built on it (the error names those dependants: remove the newest first).
 //!
 //! # Crash cleanup
 //! A [`VmRecord`] lists the agent's (pid, start time) and the cgroup directories; nothing else
@@ -299,6 +308,9 @@ struct Live {
     uid_base: Option<u32>,
     /// Snapshot layers below this sandbox's upper (newest first).
     layers: Vec<String>,
+    /// Shared locks on those layers' manifests: no `remove_snapshot` (of any process) can
+    /// delete a layer while this sandbox mounts it.
+    _layer_locks: Vec<std::fs::File>,
     image: PathBuf,
 }
 
@@ -316,7 +328,6 @@ struct Inner {
     cgroups_missing: Vec<&'static str>,
     warned: Once,
     live: Mutex<HashMap<String, Live>>,
-    snapshots: Mutex<HashMap<String, Vec<String>>>,
     next_slot: AtomicU32,
 }
 
@@ -345,25 +356,34 @@ impl SandboxProvider {
                 cgroups_missing,
                 warned: Once::new(),
                 live: Mutex::new(HashMap::new()),
-                snapshots: Mutex::new(HashMap::new()),
             }),
         })
     }
 
-    /// Launches a sandbox running `init` as PID 1 on top of `layers` (snapshot names, newest
-    /// first) and `spec.image`. The caller owns the channel; stop it with
+    /// Launches a sandbox running `init` as PID 1 on top of snapshot `from` (with the layers
+    /// it is built on), or on `spec.image` alone. The caller owns the channel; stop it with
     /// [`SandboxProvider::stop`].
     pub async fn launch(
         &self,
         spec: &VmSpec,
-        layers: Vec<String>,
+        from: Option<&SnapshotId>,
         init: Init,
     ) -> Result<Launched, SandboxError> {
         let inner = self.inner.clone();
         let spec = spec.clone();
-        tokio::task::spawn_blocking(move || inner.launch(&spec, layers, init))
-            .await
-            .map_err(|e| SandboxError::Control(io::Error::other(e)))?
+        let from = from.cloned();
+        tokio::task::spawn_blocking(move || {
+            let chain = match from {
+                Some(s) => snapshot::open_chain(&inner.snapshot_store(), &s.0, &spec.image)?,
+                None => snapshot::Chain {
+                    layers: Vec::new(),
+                    locks: Vec::new(),
+                },
+            };
+            inner.launch(&spec, chain, init)
+        })
+        .await
+        .map_err(|e| SandboxError::Control(io::Error::other(e)))?
     }
 
     /// Stops a sandbox started by [`SandboxProvider::launch`] and releases its host resources.
@@ -538,8 +558,10 @@ impl Drop for LaunchGuard {
 }
 
 /// Dropping the provider releases every sandbox it still holds (RAII: a panicking caller
-/// leaves nothing behind) and deletes its snapshot layers. Leaked sandboxes
-/// ([`SandboxProvider::leak`]) are not touched.
+/// leaves nothing behind). Leaked sandboxes ([`SandboxProvider::leak`]) are not touched.
+/// Snapshot layers are kept: by the [`VmProvider::snapshot`] contract they outlive the provider
+/// and its process (a later `ignis run --resume` restores them), so only
+/// [`VmProvider::remove_snapshot`] deletes them; whoever records the ids owns that.
 impl Drop for Inner {
     fn drop(&mut self) {
         let live = match self.live.get_mut() {
@@ -551,22 +573,15 @@ impl Drop for Inner {
                 tracing::warn!(vm = %id, error = %chain(&e), "releasing sandbox on drop failed");
             }
         }
-        // Snapshots are known to this provider only (the registry is in memory), so their
-        // layers would be orphans once it is gone.
-        let snaps = match self.snapshots.get_mut() {
-            Ok(m) => std::mem::take(m),
-            Err(p) => std::mem::take(p.into_inner()),
-        };
-        let store = self.config.state_dir.join("snapshots");
-        for name in snaps.keys() {
-            if let Err(e) = std::fs::remove_dir_all(store.join(name)) {
-                tracing::warn!(snapshot = %name, error = %e, "removing snapshot layer failed");
-            }
-        }
     }
 }
 
 impl Inner {
+    /// Where snapshot layers live: `<state_dir>/snapshots` (see the `snapshot` module).
+    fn snapshot_store(&self) -> PathBuf {
+        self.config.state_dir.join("snapshots")
+    }
+
     /// A vm id unique in this process (one counter for every provider) and unlikely to meet
     /// a leftover of an earlier process with the same pid (the counter starts at a clock value).
     fn new_id(&self) -> String {
@@ -600,9 +615,13 @@ impl Inner {
     fn launch(
         &self,
         spec: &VmSpec,
-        layers: Vec<String>,
+        chain: snapshot::Chain,
         init: Init,
     ) -> Result<Launched, SandboxError> {
+        let snapshot::Chain {
+            layers,
+            locks: layer_locks,
+        } = chain;
         let started = Instant::now();
         self.warn_cgroups_once();
         if !spec.image.is_dir() {
@@ -823,6 +842,7 @@ impl Inner {
             scratch: scratch_fd,
             uid_base,
             layers,
+            _layer_locks: layer_locks,
             image: spec.image.clone(),
         };
         match self.live.lock() {
@@ -1026,7 +1046,7 @@ impl VmProvider for SandboxProvider {
     }
 
     async fn allocate(&self, spec: &VmSpec) -> Result<Vm, VmError> {
-        self.allocate_on(spec, Vec::new()).await
+        self.allocate_on(spec, None).await
     }
 
     async fn release(&self, vm: &Vm) -> Result<(), VmError> {
@@ -1049,19 +1069,44 @@ impl VmProvider for SandboxProvider {
             })
     }
 
+    /// Works from any provider on the same `state_dir`, in this process or a later one: the
+    /// chain is read from the manifests in the store.
     async fn restore(&self, snapshot: &SnapshotId, spec: &VmSpec) -> Result<Vm, VmError> {
-        let layers = self
-            .inner
-            .snapshots
-            .lock()
-            .map_err(poisoned)?
-            .get(&snapshot.0)
-            .cloned()
-            .ok_or_else(|| VmError::Snapshot {
-                op: "restore",
-                reason: format!("unknown snapshot {}", snapshot.0),
-            })?;
-        self.allocate_on(spec, layers).await
+        self.allocate_on(spec, Some(snapshot)).await
+    }
+
+    /// Refuses while a sandbox (of any ignis process) runs on the layer, or while another
+    /// snapshot is built on it (the error names them: remove the newest first).
+    async fn remove_snapshot(&self, snapshot: &SnapshotId) -> Result<(), VmError> {
+        let store = self.inner.snapshot_store();
+        let name = snapshot.0.clone();
+        tokio::task::spawn_blocking(move || snapshot::remove(&store, &name))
+            .await
+            .map_err(|e| VmError::Snapshot {
+                op: "remove",
+                reason: e.to_string(),
+            })?
+            .map_err(|e| VmError::Snapshot {
+                op: "remove",
+                reason: chain(&e),
+            })
+    }
+
+    /// Sweeps what dead ignis processes left without a record: hidden snapshot work dirs
+    /// (`.<name>.<pid>-<start>.tmp` / `.removing`).
+    async fn reap_leftovers(&self) -> Result<Vec<String>, VmError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            snapshot::sweep(&inner.snapshot_store())
+                .into_iter()
+                .map(|p| format!("snapshot work dir {}", p.display()))
+                .collect()
+        })
+        .await
+        .map_err(|e| VmError::Io {
+            context: "sweeping sandbox leftovers".into(),
+            source: io::Error::other(e),
+        })
     }
 
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
@@ -1076,11 +1121,15 @@ impl VmProvider for SandboxProvider {
 }
 
 impl SandboxProvider {
-    async fn allocate_on(&self, spec: &VmSpec, layers: Vec<String>) -> Result<Vm, VmError> {
+    async fn allocate_on(&self, spec: &VmSpec, from: Option<&SnapshotId>) -> Result<Vm, VmError> {
         let launched = self
-            .launch(spec, layers, Init::Agent)
+            .launch(spec, from, Init::Agent)
             .await
             .map_err(|e| match e {
+                SandboxError::Snapshot(reason) => VmError::Snapshot {
+                    op: "restore",
+                    reason,
+                },
                 SandboxError::UserNamespaces(_)
                 | SandboxError::PastaMissing
                 | SandboxError::AgentMissing(_) => VmError::Unavailable {

@@ -75,7 +75,7 @@ async fn allocation_failing_half_way_releases_what_it_got() {
     let err = p
         .launch(
             &spec(),
-            vec![],
+            None,
             Init::Command(vec!["/nonexistent/init".into()]),
         )
         .await
@@ -117,7 +117,7 @@ async fn allocation_failing_half_way_releases_what_it_got() {
     let l = p
         .launch(
             &spec(),
-            vec![],
+            None,
             Init::Command(vec!["/bin/sleep".into(), "1000".into()]),
         )
         .await

@@ -347,6 +347,9 @@ async fn snapshot_then_restore_sees_files_written_before_the_snapshot() {
         text(&out.stderr)
     );
     assert!(!Path::new("/etc/ignis-snap-marker").exists());
+    // A sandbox runs on the layer: removing it is refused.
+    let err = p.remove_snapshot(&snap).await.expect_err("layer in use");
+    assert!(err.to_string().contains("in use"), "{err}");
     p.release(&restored).await.expect("release restored");
     p.release(&vm).await.expect("release");
     assert!(
@@ -356,7 +359,125 @@ async fn snapshot_then_restore_sees_files_written_before_the_snapshot() {
     let layer = p.config().state_dir.join("snapshots").join(&name);
     assert!(layer.is_dir());
     drop(p);
-    assert!(!layer.exists(), "snapshot layer outlived its provider");
+    assert!(layer.is_dir(), "snapshot layer must outlive its provider");
+    // What a later ignis process does: a new provider restores from the store alone.
+    let q = SandboxProvider::new().expect("second provider");
+    let again = q
+        .restore(&snap, &spec())
+        .await
+        .expect("restore in provider B");
+    let out = sh(&again, "cat /etc/ignis-snap-marker").await;
+    assert_eq!(text(&out.stdout), "before", "{}", text(&out.stderr));
+    q.release(&again).await.expect("release");
+    assert_gone(&again.record);
+    q.remove_snapshot(&snap).await.expect("remove");
+    assert!(!layer.exists(), "layer dir left after remove_snapshot");
+    let store = q.config().state_dir.join("snapshots");
+    let leftovers: Vec<_> = std::fs::read_dir(&store)
+        .expect("store")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&name))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let err = q.restore(&snap, &spec()).await.expect_err("removed");
+    assert!(err.to_string().contains("unknown snapshot"), "{err}");
+}
+
+#[tokio::test]
+async fn snapshot_chains_persist_and_refuse_removing_a_base_with_dependants() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    sh(&vm, "echo one > /etc/ignis-chain-1").await;
+    let base = p
+        .snapshot(&vm, &format!("base-{}", vm.id))
+        .await
+        .expect("base");
+    p.release(&vm).await.expect("release");
+    let mid = p.restore(&base, &spec()).await.expect("restore base");
+    sh(
+        &mid,
+        "echo two > /etc/ignis-chain-2 && rm /etc/ignis-chain-1",
+    )
+    .await;
+    let top = p
+        .snapshot(&mid, &format!("top-{}", mid.id))
+        .await
+        .expect("top");
+    p.release(&mid).await.expect("release");
+    drop(p);
+
+    let q = SandboxProvider::new().expect("provider B");
+    let vm = q.restore(&top, &spec()).await.expect("restore chain");
+    let out = sh(
+        &vm,
+        "cat /etc/ignis-chain-2; test -e /etc/ignis-chain-1 && echo whiteout-lost; echo end",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "two\nend", "{}", text(&out.stderr));
+    q.release(&vm).await.expect("release");
+
+    // The base has a dependant: refused, and the error names it.
+    let err = q
+        .remove_snapshot(&base)
+        .await
+        .expect_err("base has a dependant");
+    assert!(
+        err.to_string().contains(&top.0) && err.to_string().contains("remove those first"),
+        "{err}"
+    );
+    // A snapshot with the same name as an existing one is refused, not overwritten.
+    let vm = q.allocate(&spec()).await.expect("allocate");
+    let err = q.snapshot(&vm, &top.0).await.expect_err("name taken");
+    assert!(err.to_string().contains("already exists"), "{err}");
+    q.release(&vm).await.expect("release");
+    // A restore onto another image is refused.
+    let mut other = spec();
+    other.image = "/usr".into();
+    let err = q.restore(&top, &other).await.expect_err("other image");
+    assert!(err.to_string().contains("was taken on image"), "{err}");
+
+    q.remove_snapshot(&top).await.expect("remove top");
+    q.remove_snapshot(&base)
+        .await
+        .expect("remove base once it has no dependant");
+    let store = q.config().state_dir.join("snapshots");
+    assert!(!store.join(&top.0).exists() && !store.join(&base.0).exists());
+    assert!(q.live_ids().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_and_invalid_snapshot_ids_are_clear_errors() {
+    let Some(p) = provider() else { return };
+    for (id, want) in [
+        (
+            "no-such-snapshot-4242",
+            "unknown snapshot no-such-snapshot-4242",
+        ),
+        ("../etc", "invalid snapshot name"),
+        (".hidden", "invalid snapshot name"),
+        ("", "invalid snapshot name"),
+    ] {
+        let snap = ignis_vm::SnapshotId(id.into());
+        let err = p.restore(&snap, &spec()).await.expect_err("restore");
+        assert!(err.to_string().contains(want), "restore {id:?}: {err}");
+        let err = p.remove_snapshot(&snap).await.expect_err("remove");
+        assert!(err.to_string().contains(want), "remove {id:?}: {err}");
+    }
+    // A directory without a manifest (an older ignis wrote it) is named as such.
+    let store = p.config().state_dir.join("snapshots");
+    let old = store.join(format!("old-format-{}", std::process::id()));
+    std::fs::create_dir_all(old.join("layer")).expect("mkdir");
+    let err = p
+        .restore(
+            &ignis_vm::SnapshotId(old.file_name().unwrap().to_string_lossy().into()),
+            &spec(),
+        )
+        .await
+        .expect_err("no manifest");
+    std::fs::remove_dir_all(&old).expect("cleanup");
+    assert!(err.to_string().contains("no manifest.json"), "{err}");
+    assert!(p.live_ids().is_empty());
 }
 
 #[tokio::test]

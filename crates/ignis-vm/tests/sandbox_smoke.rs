@@ -28,7 +28,7 @@ async fn shell_as_pid1_sees_an_isolated_world() {
     let l = p
         .launch(
             &spec(),
-            vec![],
+            None,
             Init::Command(vec!["/bin/sh".into(), "-s".into()]),
         )
         .await
@@ -85,11 +85,7 @@ async fn unprivileged_body(image: &str) {
     let mut s = spec();
     s.image = image.into();
     let l = p
-        .launch(
-            &s,
-            vec![],
-            Init::Command(vec!["/bin/sh".into(), "-s".into()]),
-        )
+        .launch(&s, None, Init::Command(vec!["/bin/sh".into(), "-s".into()]))
         .await
         .expect("launch as an ordinary user");
     let status = std::fs::read_to_string(format!("/proc/{}/status", l.pid)).unwrap_or_default();
