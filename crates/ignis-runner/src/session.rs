@@ -1096,6 +1096,16 @@ impl Session {
         Ok(snap)
     }
 
+    /// A cloneable handle that snapshots this session's VM from any task (the job legs of a
+    /// run share its session); snapshots it takes are recorded here like [`Self::snapshot`]'s.
+    pub fn snapshot_handle(&self) -> SnapshotHandle {
+        SnapshotHandle {
+            shared: Arc::clone(&self.shared),
+            vm: self.vm_ref().clone(),
+            provider: Arc::clone(&self.provider),
+        }
+    }
+
     /// Release the VM (retrying failed releases) and free the slot. A session that has not
     /// ended yet is marked failed first. Returns the final info.
     ///
@@ -1138,6 +1148,43 @@ impl Session {
             self.runtime
                 .spawn(async move { manager.release_vm(shared, vm, provider, permit).await }),
         )
+    }
+}
+
+/// Snapshots one session's VM; see [`Session::snapshot_handle`]. After the session is
+/// released the provider refuses with `UnknownVm`.
+#[derive(Clone)]
+pub struct SnapshotHandle {
+    shared: Arc<Shared>,
+    vm: Vm,
+    provider: Arc<dyn VmProvider>,
+}
+
+impl fmt::Debug for SnapshotHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotHandle")
+            .field("session", &self.shared.id)
+            .field("vm", &self.vm.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnapshotHandle {
+    /// Snapshot the VM as `name`.
+    pub async fn snapshot(&self, name: &str) -> Result<SnapshotId, SessionError> {
+        let snap = self
+            .provider
+            .snapshot(&self.vm, name)
+            .await
+            .map_err(|source| SessionError::Snapshot {
+                session: self.shared.id.clone(),
+                source,
+            })?;
+        self.shared.data().snapshots.push(snap.0.clone());
+        let state = self.shared.data().state;
+        self.shared
+            .transition(state, None, &format!("snapshot {}", snap.0));
+        Ok(snap)
     }
 }
 
