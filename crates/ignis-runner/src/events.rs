@@ -168,6 +168,18 @@ pub enum RunEvent {
         step_id: String,
         markdown: String,
     },
+    /// A snapshot of the session's VM was taken (after setup, or after a successful step
+    /// with `--snapshot-steps`); `ignis run --resume` restores from it.
+    SnapshotCreated {
+        session_id: String,
+        vm_id: String,
+        /// The name ignis gave the snapshot.
+        name: String,
+        /// `setup`, or `<job id>/<step id>` of the step it follows.
+        after: String,
+        /// Wall time the backend took.
+        ms: u64,
+    },
     SessionReleased {
         session_id: String,
         vm_id: String,

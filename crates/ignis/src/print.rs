@@ -228,6 +228,16 @@ impl EventSink for HumanPrinter {
                 };
                 writeln!(out, "[{name}] {icon} job {}", result.as_str())
             }
+            RunEvent::SnapshotCreated {
+                vm_id,
+                name,
+                after,
+                ms,
+                ..
+            } => writeln!(
+                out,
+                "[ignis] snapshot {name} of vm {vm_id} after {after} ({ms} ms)"
+            ),
             RunEvent::SessionReleased { session_id, vm_id } => {
                 writeln!(out, "[ignis] session {session_id}: vm {vm_id} released")
             }
@@ -382,6 +392,19 @@ impl EventSink for TimelinePrinter {
                 "Executing",
                 "",
                 format!("Step {job_id}/{step_id}: {name}"),
+            ),
+            RunEvent::SnapshotCreated {
+                session_id,
+                vm_id,
+                name,
+                after,
+                ms,
+            } => push(
+                "RUNNING",
+                vm_id,
+                "Executing",
+                session_id,
+                format!("Snapshot {name} after {after} ({ms} ms)"),
             ),
             RunEvent::SessionReleased { session_id, vm_id } => push(
                 "RELEASED",
