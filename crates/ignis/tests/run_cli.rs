@@ -249,3 +249,134 @@ fn graph_flag_prints_the_job_dag_like_ignis_graph() {
     );
     assert_eq!(g, run(&["graph", "push"]), "same text as `ignis graph`");
 }
+
+/// The sandbox backend where this host can run it (root, user namespaces), else `None`
+/// after saying why.
+fn sandbox_available(dir: &Path) -> bool {
+    let probe = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .current_dir(dir)
+        .args(["run", "--json", "--backend", "sandbox", "-W"])
+        .arg(dir.join(".github/workflows/probe.yml"))
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            eprintln!(
+                "skipped: the sandbox backend does not run here: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: cannot run ignis: {e}");
+            false
+        }
+    }
+}
+
+/// `hashFiles` where GitHub's action metadata allows it: an input's `default` (composite and
+/// node actions) and a node action's `post-if`, both computed in the machine over the
+/// workspace as it is at that moment. The expected digests are GitHub's definition (SHA-256
+/// over each file's SHA-256, in path order) of `one` and of `one` + `two`, worked out
+/// independently with Python's hashlib.
+#[test]
+fn hash_files_in_action_input_defaults_and_post_if_on_the_sandbox() {
+    if !agent_available() {
+        return;
+    }
+    if Command::new("node").arg("--version").output().is_err() {
+        eprintln!("skipped: no node on this host (the sandbox's root is the host's)");
+        return;
+    }
+    const ONE: &str = "fe8d7a873dc48961a6af334c996b2cb3ce37149d5ce9c9253952a54c6a92c1ad";
+    const ONE_TWO: &str = "11914c19a28a98c57d12f3cce6c32b7944784f4b4781a706c24eb1dc284e2856";
+    // Each job writes the two local actions into its workspace; `$` is kept apart so that
+    // ignis does not evaluate the actions' expressions while running the writing step.
+    let make_actions = r#"      - run: |
+          printf one > a.txt
+          mkdir -p comp node
+          D='$'
+          cat > comp/action.yml <<EOF
+          name: comp
+          inputs:
+            digest:
+              default: ${D}{{ hashFiles('a.txt') }}
+            given:
+              default: ${D}{{ hashFiles('a.txt') }}
+          runs:
+            using: composite
+            steps:
+              - run: echo "default=${D}{{ inputs.digest }} given=${D}{{ inputs.given }}"
+                shell: sh
+          EOF
+          cat > node/action.yml <<EOF
+          name: node
+          inputs:
+            digest:
+              default: ${D}{{ hashFiles('*.txt') }}
+          runs:
+            using: node20
+            main: main.js
+            post: post.js
+            post-if: hashFiles('b.txt') != ''
+          EOF
+          echo 'console.log("main=" + process.env.INPUT_DIGEST)' > node/main.js
+          echo 'console.log("post-ran")' > node/post.js
+      - uses: ./comp
+        with:
+          given: explicit
+      - id: n
+        uses: ./node
+"#;
+    let workflow = format!(
+        "on: push\njobs:\n  yes:\n    runs-on: ubuntu-latest\n    steps:\n{make_actions}      - run: printf two > b.txt\n      - run: echo \"late=${{{{ hashFiles('*.txt') }}}}\"\n  no:\n    needs: yes\n    runs-on: ubuntu-latest\n    steps:\n{make_actions}"
+    );
+    let dir = repo(&workflow);
+    std::fs::write(
+        dir.path().join(".github/workflows/probe.yml"),
+        "on: push\njobs:\n  p:\n    runs-on: ubuntu-latest\n    steps:\n      - run: 'true'\n",
+    )
+    .expect("write probe");
+    if !sandbox_available(dir.path()) {
+        return;
+    }
+    let (code, events) = ignis(
+        dir.path(),
+        &[
+            "--json",
+            "--backend",
+            "sandbox",
+            "-W",
+            ".github/workflows/ci.yml",
+        ],
+    );
+    let lines = |job: &str| -> Vec<String> {
+        of_type(&events, "log")
+            .iter()
+            .filter(|e| e["job_id"] == job)
+            .filter_map(|e| e["line"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (yes, no) = (lines("yes"), lines("no"));
+    assert_eq!(code, 0, "{yes:#?}\n{no:#?}");
+    // Input defaults: digested when the input is not given, the `with:` value otherwise.
+    for l in [&yes, &no] {
+        assert!(
+            l.contains(&format!("default={ONE} given=explicit")),
+            "{l:#?}"
+        );
+        assert!(l.contains(&format!("main={ONE}")), "{l:#?}");
+    }
+    assert!(yes.contains(&format!("late={ONE_TWO}")), "{yes:#?}");
+    // post-if sees the workspace at post time: b.txt exists in job `yes` only.
+    let post = |job: &str| {
+        of_type(&events, "step_finished")
+            .into_iter()
+            .find(|e| e["job_id"] == job && e["stage"] == "Post")
+            .map(|e| e["conclusion"].clone())
+    };
+    assert_eq!(post("yes"), Some(Value::from("success")), "{yes:#?}");
+    assert!(yes.contains(&"post-ran".to_string()), "{yes:#?}");
+    assert_eq!(post("no"), Some(Value::from("skipped")), "{no:#?}");
+    assert!(!no.contains(&"post-ran".to_string()), "{no:#?}");
+}

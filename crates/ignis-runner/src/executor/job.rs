@@ -1146,13 +1146,34 @@ impl JobRunner {
     ) -> StepRun {
         // Inputs: `with:` values, else the action's defaults (evaluated in the caller's scope).
         let ctx = self.ctx(frame, Some(step_env));
+        // GitHub allows `hashFiles` in input defaults (and in `pre-if`): digest the patterns
+        // of the defaults that apply before evaluating them.
+        let given = |name: &str| with.keys().any(|k| k.eq_ignore_ascii_case(name));
+        let defaults: Vec<&str> = meta
+            .inputs
+            .iter()
+            .filter(|(name, _)| !given(name))
+            .filter_map(|(_, input)| input.default.as_deref())
+            .collect();
+        let pre_if: Vec<&str> = match &meta.runs {
+            Runs::Node {
+                pre: Some(_),
+                pre_if: Some(c),
+                ..
+            } => vec![c.as_str()],
+            _ => vec![],
+        };
+        self.prefetch_hash_files(&defaults, &pre_if, &ctx).await;
         let mut inputs = IndexMap::new();
         for (name, input) in &meta.inputs {
             let v = match with.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
                 Some((_, v)) => v.clone(),
                 None => match &input.default {
-                    Some(d) => exprs::string(d, &ctx, &format!("inputs.{name}.default"))
-                        .unwrap_or_default(),
+                    // An expression error in a default fails the step, as on GitHub.
+                    Some(d) => match exprs::string(d, &ctx, &format!("inputs.{name}.default")) {
+                        Ok(v) => v,
+                        Err(e) => return self.fail_step(step_id, e),
+                    },
                     None => String::new(),
                 },
             };
@@ -1313,7 +1334,18 @@ impl JobRunner {
             working_directory: None,
         };
         self.arm_step_token();
-        let run_it = exprs::condition(Some(&post.condition), &ctx, "post-if").unwrap_or(false);
+        // `post-if` may call `hashFiles`: digest the workspace as it is now, after the steps.
+        hash_files::clear();
+        self.prefetch_hash_files(&[], &[post.condition.as_str()], &ctx)
+            .await;
+        // A condition that cannot be evaluated fails the post step (GitHub fails the step).
+        let (run_it, skipped) = match exprs::condition(Some(&post.condition), &ctx, "post-if") {
+            Ok(b) => (b, StepResult::Skipped),
+            Err(e) => {
+                self.system(&post.step_id, &format!("##[error]{e}"));
+                (false, StepResult::Failure)
+            }
+        };
         if !run_it {
             self.finish_step(
                 frame,
@@ -1321,8 +1353,8 @@ impl JobRunner {
                 &post.step_id,
                 &name,
                 Stage::Post,
-                StepResult::Skipped,
-                StepResult::Skipped,
+                skipped,
+                skipped,
                 vec![],
                 Instant::now(),
             );
