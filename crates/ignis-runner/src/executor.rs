@@ -12,9 +12,10 @@ pub mod sessions;
 
 pub use job::{DEFAULT_JOB_TIMEOUT_MINUTES, LegResult, LegSpec};
 pub use managed::ManagerSessions;
-pub use sessions::{LiveSession, ProviderSessions, SessionInfo, SessionSource};
+pub use sessions::{LiveSession, ProviderSessions, SessionInfo, SessionSource, Snapshotter};
 
 use crate::events::{EventBus, JobResult, Phase, RunEvent};
+use crate::runs::{RunJournal, SessionRun, SnapshotRef, WorkflowRun};
 use crate::runtime::contexts::{self, RunInfo};
 use crate::runtime::mask::Masker;
 use ignis_agent::{AgentClient, ExecRequest, Program};
@@ -58,6 +59,28 @@ pub struct ExecutorConfig {
     /// Repository facts the caller already read (`ignis run` reads them to plan the run);
     /// `None` reads them at `execute`. Saves a second round of `git` processes per run.
     pub git_facts: Option<contexts::GitFacts>,
+    /// When sessions are snapshotted (for `ignis run --resume`).
+    pub snapshots: SnapshotPolicy,
+}
+
+/// When the executor snapshots a session's VM. Snapshots are events (`snapshot_created`),
+/// rows of the session timeline and entries of the run record; `ignis run --resume`
+/// restores from them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    /// After the setup commands of every fresh session.
+    pub setup: bool,
+    /// After every successful top-level step of every job leg (not after the last one).
+    pub steps: bool,
+}
+
+/// A failed run to continue (`ignis run --resume`): the record of its previous attempt.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    /// The ignis run id (for notices).
+    pub run_id: String,
+    /// The workflow's part of the previous attempt's record.
+    pub previous: WorkflowRun,
 }
 
 impl ExecutorConfig {
@@ -88,6 +111,7 @@ impl ExecutorConfig {
             max_parallel_jobs: 16,
             base_env,
             git_facts: None,
+            snapshots: SnapshotPolicy::default(),
         }
     }
 }
@@ -108,6 +132,10 @@ pub struct RunRequest {
     pub matrix_filter: Vec<(String, String)>,
     /// `--env-file` variables (below workflow `env:`).
     pub env: IndexMap<String, String>,
+    /// Where this run is recorded (`None`: not recorded).
+    pub journal: Option<RunJournal>,
+    /// Continue this failed run instead of starting afresh.
+    pub resume: Option<Arc<Resume>>,
 }
 
 /// The result of a run.
@@ -145,6 +173,13 @@ pub(crate) struct SessionRef {
     pub tools: Tools,
     /// Remote actions already copied into this VM.
     pub fetched: Arc<Mutex<BTreeSet<String>>>,
+    /// The backend (for snapshot records).
+    pub backend: Option<ignis_vm::Backend>,
+    /// Snapshots this session's VM, when it can.
+    pub snapshotter: Option<Arc<dyn Snapshotter>>,
+    /// The VM was restored from a snapshot: legs that do not continue from it clear their
+    /// directories first.
+    pub restored: bool,
 }
 
 /// Run-wide state shared by every leg.
@@ -163,6 +198,17 @@ pub(crate) struct RunShared {
     pub event_json: Vec<u8>,
     /// `--env-file` variables: the lowest layer of every job's `env`.
     pub extra_env: IndexMap<String, String>,
+    /// The run's secrets (to put recorded placeholders back on resume; never recorded).
+    pub secrets: BTreeMap<String, String>,
+    pub policy: SnapshotPolicy,
+    pub journal: Option<RunJournal>,
+    pub resume: Option<Arc<Resume>>,
+    /// Legs that continue from a step snapshot of the previous attempt in the shared,
+    /// restored session (`--isolation workflow`), by leg key.
+    pub continue_legs: Mutex<BTreeMap<String, job::LegContinue>>,
+    /// Prefix of snapshot names: unique per run attempt and workflow.
+    pub snap_prefix: String,
+    pub snap_counter: std::sync::atomic::AtomicU32,
 }
 
 /// Executes planned workflows in sessions.
@@ -250,6 +296,16 @@ impl WorkflowExecutor {
             event_json: serde_json::to_vec_pretty(&req.info.event)
                 .unwrap_or_else(|_| b"{}".to_vec()),
             extra_env: req.env.clone(),
+            secrets: req.secrets.clone(),
+            policy: self.config.snapshots,
+            journal: req.journal.clone(),
+            resume: req.resume.clone(),
+            continue_legs: Mutex::new(BTreeMap::new()),
+            snap_prefix: match &req.journal {
+                Some(j) => format!("ignis-{}-a{}-w{}", j.run_id(), j.attempt(), j.index()),
+                None => format!("ignis-{}-{}", std::process::id(), req.info.run_id),
+            },
+            snap_counter: std::sync::atomic::AtomicU32::new(0),
         });
         bus.emit(RunEvent::RunStarted {
             run_id: req.info.run_id.clone(),
@@ -269,7 +325,10 @@ impl WorkflowExecutor {
                     .find(|j| j.runs_on.is_some())
                     .map(labels_of)
                     .unwrap_or_default();
-                match self.open(&rt, &labels, &signals).await {
+                // On resume the run's one VM is restored from the best snapshot of the
+                // previous attempt (see `shared_restore`).
+                let from = self.shared_restore(&rt, &req.workflow);
+                match self.open(&rt, &labels, &signals, from).await {
                     Err(e) => {
                         bus.emit(RunEvent::Warning { message: e });
                         (JobResult::Failure, IndexMap::new())
@@ -325,16 +384,46 @@ impl WorkflowExecutor {
         }
     }
 
-    /// Create a session and run ignis's setup commands plus the profile's.
+    /// Create a session and run ignis's setup commands plus the profile's. With `from`, the
+    /// VM is restored from that snapshot and keeps using the run directory it was taken with;
+    /// the profile's setup commands are not run again (they ran before the snapshot), ignis's
+    /// own idempotent setup is. A restore that fails falls back to a fresh session.
     async fn open(
         &self,
         rt: &Arc<RunShared>,
         labels: &[String],
         signals: &CancelSignals,
+        from: Option<RestoreFrom>,
     ) -> Result<(Box<dyn LiveSession>, SessionRef), String> {
-        let live = tokio::select! {
-            s = self.sessions.create(labels) => s?,
-            _ = signals.kill.cancelled() => return Err("cancelled before the session was created".into()),
+        let mut from = from;
+        let (live, restored_root) = loop {
+            let attempt = async {
+                match &from {
+                    Some(f) => self.sessions.restore(labels, &f.snapshot).await,
+                    None => self.sessions.create(labels).await,
+                }
+            };
+            let live = tokio::select! {
+                s = attempt => s,
+                _ = signals.kill.cancelled() => return Err("cancelled before the session was created".into()),
+            };
+            match (live, from.take()) {
+                (Ok(l), f) => break (l, f.map(|f| f.root)),
+                (Err(e), Some(f)) => {
+                    rt.bus.emit(RunEvent::Warning {
+                        message: format!(
+                            "restoring snapshot {} failed, starting a fresh session instead: {e}",
+                            f.name
+                        ),
+                    });
+                    // Legs that were to continue from it start over.
+                    rt.continue_legs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clear();
+                }
+                (Err(e), None) => return Err(e),
+            }
         };
         let info = live.info();
         rt.bus.emit(RunEvent::SessionCreated {
@@ -344,11 +433,14 @@ impl WorkflowExecutor {
             backend: info.backend.clone(),
             allocation_ms: info.allocation_ms,
         });
-        let root = format!(
-            "{}/{}",
-            self.config.vm_root.trim_end_matches('/'),
-            info.session_id
-        );
+        let restored = restored_root.is_some();
+        let root = restored_root.unwrap_or_else(|| {
+            format!(
+                "{}/{}",
+                self.config.vm_root.trim_end_matches('/'),
+                info.session_id
+            )
+        });
         let mut sref = SessionRef {
             session_id: info.session_id.clone(),
             vm_id: info.vm_id.clone(),
@@ -358,6 +450,9 @@ impl WorkflowExecutor {
             root,
             tools: Tools::default(),
             fetched: Arc::new(Mutex::new(BTreeSet::new())),
+            backend: serde_json::from_value(serde_json::Value::String(info.backend.clone())).ok(),
+            snapshotter: live.snapshotter(),
+            restored,
         };
         let mut failed = None;
         // ignis's own setup: run directory and tool cache.
@@ -408,7 +503,7 @@ impl WorkflowExecutor {
                 Err(e) => failed = Some(e),
             }
         }
-        if failed.is_none() {
+        if failed.is_none() && !restored {
             for cmd in live.setup_commands() {
                 if let Err(e) = self.phase_command(rt, &sref, Phase::Setup, &cmd).await {
                     failed = Some(e);
@@ -420,7 +515,66 @@ impl WorkflowExecutor {
             self.close(rt, live, Some(sref), JobResult::Failure).await;
             return Err(format!("session setup failed: {e}"));
         }
+        let setup_snapshot = if rt.policy.setup && !restored {
+            take_snapshot(rt, &sref, "setup", "setup".into()).await
+        } else {
+            None
+        };
+        if let Some(j) = &rt.journal {
+            let record = SessionRun {
+                session_id: sref.session_id.clone(),
+                vm_id: sref.vm_id.clone(),
+                root: sref.root.clone(),
+                setup_snapshot,
+            };
+            j.update(|w| w.sessions.push(record));
+        }
         Ok((live, sref))
+    }
+
+    /// On resume with `--isolation workflow`: the snapshot the run's one VM is restored
+    /// from. The latest usable step snapshot of a failed leg wins (that leg continues from
+    /// it; other legs that run again start over in their cleared directories); without one,
+    /// the previous session's setup snapshot (skips the profile's setup commands); else none.
+    fn shared_restore(&self, rt: &Arc<RunShared>, wf: &Arc<Workflow>) -> Option<RestoreFrom> {
+        let resume = rt.resume.as_ref()?;
+        let mut best: Option<(String, job::LegContinue)> = None;
+        for (key, leg) in &resume.previous.legs {
+            if leg.result == Some(JobResult::Success) {
+                continue;
+            }
+            if let Ok(c) = job::LegContinue::from_record(leg, wf, &rt.secrets, &resume.run_id)
+                && best.as_ref().is_none_or(|(_, b)| {
+                    c.snapshot.snapshot.taken_unix_ms > b.snapshot.snapshot.taken_unix_ms
+                })
+            {
+                best = Some((key.clone(), c));
+            }
+        }
+        if let Some((key, c)) = best {
+            let session = resume
+                .previous
+                .sessions
+                .iter()
+                .find(|s| s.session_id == c.session_id)?;
+            let from = RestoreFrom {
+                snapshot: c.snapshot.snapshot.id.clone(),
+                name: c.snapshot.snapshot.name.clone(),
+                root: session.root.clone(),
+            };
+            rt.continue_legs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key, c);
+            return Some(from);
+        }
+        resume.previous.sessions.iter().rev().find_map(|s| {
+            s.setup_snapshot.as_ref().map(|snap| RestoreFrom {
+                snapshot: snap.id.clone(),
+                name: snap.name.clone(),
+                root: s.root.clone(),
+            })
+        })
     }
 
     /// Cleanup commands (always), then release.
@@ -527,6 +681,47 @@ impl WorkflowExecutor {
                     nodes.insert(id.clone(), Node::Pending);
                 }
             }
+            // Resume: jobs that succeeded keep their recorded result and outputs.
+            if let Some(resume) = rt.resume.as_ref().filter(|_| key_prefix.is_empty()) {
+                for (id, node) in nodes.iter_mut() {
+                    let Some(prev) = resume.previous.jobs.get(id) else {
+                        continue;
+                    };
+                    if prev.result != JobResult::Success {
+                        continue;
+                    }
+                    let job = &workflow.jobs[id];
+                    let changed = prev.job_hash != crate::runs::job_hash(&workflow, id);
+                    let note = format!(
+                        "##[notice]kept from run {}: job succeeded there, not re-run{}",
+                        resume.run_id,
+                        if changed {
+                            " (its definition changed since; its recorded outputs are used)"
+                        } else {
+                            ""
+                        }
+                    );
+                    rt.bus.emit(RunEvent::Log {
+                        job_id: id.clone(),
+                        matrix: None,
+                        step_id: String::new(),
+                        stream: crate::events::LogStream::System,
+                        line: note,
+                    });
+                    let r = emit_job_end(
+                        rt,
+                        id,
+                        &job.name.clone().unwrap_or_else(|| id.clone()),
+                        None,
+                        LegResult {
+                            result: JobResult::Success,
+                            outputs: prev.outputs.clone(),
+                        },
+                        None,
+                    );
+                    *node = Node::Done(r);
+                }
+            }
             let mut continue_on_error_failed: BTreeSet<String> = BTreeSet::new();
             let mut running: JoinSet<(String, LegResult, bool)> = JoinSet::new();
             let limit = Arc::new(tokio::sync::Semaphore::new(
@@ -609,21 +804,18 @@ impl WorkflowExecutor {
                         }
                     };
                     if !run_it {
-                        let r = LegResult {
-                            result: JobResult::Skipped,
-                            outputs: serde_json::Map::new(),
-                        };
                         let name = job.name.clone().unwrap_or_else(|| id.clone());
-                        rt.bus.emit(RunEvent::JobFinished {
-                            job_id: id.clone(),
-                            name,
-                            matrix: None,
-                            result: JobResult::Skipped,
-                            session_id: sessions.shared().map(|s| s.session_id).unwrap_or_default(),
-                            vm_id: sessions.shared().map(|s| s.vm_id).unwrap_or_default(),
-                            duration_ms: 0,
-                            outputs: serde_json::Map::new(),
-                        });
+                        let r = emit_job_end(
+                            rt,
+                            &id,
+                            &name,
+                            None,
+                            LegResult {
+                                result: JobResult::Skipped,
+                                outputs: serde_json::Map::new(),
+                            },
+                            Some(sessions),
+                        );
                         nodes.insert(id.clone(), Node::Done(r));
                         continue;
                     }
@@ -664,6 +856,17 @@ impl WorkflowExecutor {
                     Ok((id, r, coe)) => {
                         if coe && r.result == JobResult::Failure {
                             continue_on_error_failed.insert(id.clone());
+                        }
+                        if let Some(j) = rt.journal.as_ref().filter(|_| key_prefix.is_empty()) {
+                            let record = crate::runs::JobRun {
+                                job_hash: crate::runs::job_hash(&workflow, &id),
+                                result: r.result,
+                                outputs: r.outputs.clone(),
+                            };
+                            let id = id.clone();
+                            j.update(|w| {
+                                w.jobs.insert(id, record);
+                            });
                         }
                         nodes.insert(id, Node::Done(r));
                     }
@@ -735,21 +938,9 @@ impl WorkflowExecutor {
                 stream: crate::events::LogStream::System,
                 line: format!("##[error]{msg}"),
             });
-            rt.bus.emit(RunEvent::JobFinished {
-                job_id: job_id.to_string(),
-                name: job.name.clone().unwrap_or_else(|| job_id.to_string()),
-                matrix: None,
-                result: JobResult::Failure,
-                session_id: String::new(),
-                vm_id: String::new(),
-                duration_ms: 0,
-                outputs: serde_json::Map::new(),
-            });
+            let name = job.name.clone().unwrap_or_else(|| job_id.to_string());
             (
-                LegResult {
-                    result: JobResult::Failure,
-                    outputs: serde_json::Map::new(),
-                },
+                emit_job_end(rt, job_id, &name, None, LegResult::failed(), None),
                 false,
             )
         };
@@ -877,23 +1068,23 @@ impl WorkflowExecutor {
                     || signals2.kill.is_cancelled()
                 {
                     // fail-fast cancelled this queued leg before it started.
-                    rt2.bus.emit(RunEvent::JobFinished {
-                        job_id: spec.job_id.clone(),
-                        name: spec.name.clone(),
-                        matrix: spec.matrix.clone(),
+                    let cancelled = LegResult {
                         result: JobResult::Cancelled,
-                        session_id: String::new(),
-                        vm_id: String::new(),
-                        duration_ms: 0,
                         outputs: serde_json::Map::new(),
-                    });
-                    return (
-                        LegResult {
-                            result: JobResult::Cancelled,
-                            outputs: serde_json::Map::new(),
-                        },
-                        continue_on_error,
+                    };
+                    let r = emit_job_end(
+                        &rt2,
+                        &spec.job_id,
+                        &spec.name,
+                        spec.matrix.clone(),
+                        cancelled,
+                        None,
                     );
+                    return (r, continue_on_error);
+                }
+                // Resume: a leg that succeeded keeps its recorded result and outputs.
+                if let Some(kept) = this.kept_leg(&rt2, &spec) {
+                    return (kept, continue_on_error);
                 }
                 let r = this
                     .run_leg(
@@ -963,36 +1154,118 @@ impl WorkflowExecutor {
     ) -> LegResult {
         match sessions {
             LegSessions::Shared(sref) => {
+                let cont = rt
+                    .continue_legs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&spec.key);
                 job::JobRunner::new(rt.clone(), sref.clone(), spec, cancel)
+                    .resuming(cont)
                     .run()
                     .await
             }
-            LegSessions::PerLeg => match self.open(rt, labels, signals).await {
-                Err(e) => {
-                    rt.bus.emit(RunEvent::Warning { message: e });
-                    rt.bus.emit(RunEvent::JobFinished {
-                        job_id: spec.job_id.clone(),
-                        name: spec.name.clone(),
-                        matrix: spec.matrix.clone(),
-                        result: JobResult::Failure,
-                        session_id: String::new(),
-                        vm_id: String::new(),
-                        duration_ms: 0,
-                        outputs: serde_json::Map::new(),
-                    });
-                    LegResult {
-                        result: JobResult::Failure,
-                        outputs: serde_json::Map::new(),
+            LegSessions::PerLeg => {
+                // Resume: this leg's own session is restored from its step snapshot (it
+                // continues there) or its previous session's setup snapshot.
+                let (from, cont) = self.leg_restore(rt, &spec);
+                match self.open(rt, labels, signals, from).await {
+                    Err(e) => {
+                        rt.bus.emit(RunEvent::Warning { message: e });
+                        emit_job_end(
+                            rt,
+                            &spec.job_id,
+                            &spec.name,
+                            spec.matrix.clone(),
+                            LegResult::failed(),
+                            None,
+                        )
+                    }
+                    Ok((live, sref)) => {
+                        let cont = if sref.restored { cont } else { None };
+                        let r = job::JobRunner::new(rt.clone(), sref.clone(), spec, cancel)
+                            .resuming(cont)
+                            .run()
+                            .await;
+                        self.close(rt, live, Some(sref), r.result).await;
+                        r
                     }
                 }
-                Ok((live, sref)) => {
-                    let r = job::JobRunner::new(rt.clone(), sref.clone(), spec, cancel)
-                        .run()
-                        .await;
-                    self.close(rt, live, Some(sref), r.result).await;
-                    r
-                }
+            }
+        }
+    }
+
+    /// Resume: the recorded result of a leg that succeeded in the previous attempt, if its
+    /// job and matrix combination are unchanged; announced as kept.
+    fn kept_leg(&self, rt: &Arc<RunShared>, spec: &LegSpec) -> Option<LegResult> {
+        let resume = rt.resume.as_ref()?;
+        let prev = resume.previous.legs.get(&spec.key)?;
+        if prev.result != Some(JobResult::Success)
+            || prev.matrix != spec.matrix
+            || prev.job_hash != crate::runs::job_hash(&spec.workflow, &spec.job_id)
+        {
+            return None;
+        }
+        rt.bus.emit(RunEvent::Log {
+            job_id: spec.job_id.clone(),
+            matrix: spec.matrix.clone(),
+            step_id: String::new(),
+            stream: crate::events::LogStream::System,
+            line: format!(
+                "##[notice]kept from run {}: leg succeeded there, not re-run",
+                resume.run_id
+            ),
+        });
+        Some(emit_job_end(
+            rt,
+            &spec.job_id,
+            &spec.name,
+            spec.matrix.clone(),
+            LegResult {
+                result: JobResult::Success,
+                outputs: prev.outputs.clone(),
             },
+            None,
+        ))
+    }
+
+    /// Resume with `--isolation job`: what this leg's session is restored from, and how the
+    /// leg continues (from the step snapshot) when it is.
+    fn leg_restore(
+        &self,
+        rt: &Arc<RunShared>,
+        spec: &LegSpec,
+    ) -> (Option<RestoreFrom>, Option<job::LegContinue>) {
+        let Some(resume) = rt.resume.as_ref() else {
+            return (None, None);
+        };
+        let Some(prev) = resume.previous.legs.get(&spec.key) else {
+            return (None, None);
+        };
+        let session = resume
+            .previous
+            .sessions
+            .iter()
+            .find(|s| s.session_id == prev.session_id);
+        let Some(session) = session else {
+            return (None, None);
+        };
+        match job::LegContinue::from_record(prev, &spec.workflow, &rt.secrets, &resume.run_id) {
+            Ok(c) => (
+                Some(RestoreFrom {
+                    snapshot: c.snapshot.snapshot.id.clone(),
+                    name: c.snapshot.snapshot.name.clone(),
+                    root: session.root.clone(),
+                }),
+                Some(c),
+            ),
+            Err(_) => (
+                session.setup_snapshot.as_ref().map(|snap| RestoreFrom {
+                    snapshot: snap.id.clone(),
+                    name: snap.name.clone(),
+                    root: session.root.clone(),
+                }),
+                None,
+            ),
         }
     }
 
@@ -1157,6 +1430,99 @@ fn leg_name(
         }
         _ => job_id.to_string(),
     }
+}
+
+/// A snapshot a session is restored from, and the run directory it was taken with.
+#[derive(Debug, Clone)]
+struct RestoreFrom {
+    snapshot: String,
+    name: String,
+    root: String,
+}
+
+/// Snapshot the session's VM and announce it; a failure is a warning, never a run failure.
+/// `label` makes the snapshot's name (unique within the run attempt); `after` says what it
+/// follows (`setup` or `<job>/<step>`).
+pub(crate) async fn take_snapshot(
+    rt: &RunShared,
+    sref: &SessionRef,
+    label: &str,
+    after: String,
+) -> Option<SnapshotRef> {
+    let snapshotter = sref.snapshotter.as_ref()?;
+    let backend = sref.backend?;
+    let n = rt
+        .snap_counter
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let label: String = label
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    let name = format!("{}-{n}-{label}", rt.snap_prefix);
+    let started = Instant::now();
+    match snapshotter.snapshot(&name).await {
+        Ok(id) => {
+            let ms = ms(started.elapsed());
+            rt.bus.emit(RunEvent::SnapshotCreated {
+                session_id: sref.session_id.clone(),
+                vm_id: sref.vm_id.clone(),
+                name: name.clone(),
+                after: after.clone(),
+                ms,
+            });
+            Some(SnapshotRef {
+                id,
+                backend,
+                name,
+                after,
+                ms,
+                taken_unix_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(0),
+            })
+        }
+        Err(e) => {
+            rt.bus.emit(RunEvent::Warning {
+                message: format!("snapshot after {after} failed (the run goes on): {e}"),
+            });
+            None
+        }
+    }
+}
+
+/// Announce the end of a job (or leg) that ran no step here: failed before it started,
+/// cancelled while queued, skipped, or kept from the run being resumed.
+fn emit_job_end(
+    rt: &RunShared,
+    job_id: &str,
+    name: &str,
+    matrix: Option<serde_json::Value>,
+    result: LegResult,
+    sessions: Option<&LegSessions>,
+) -> LegResult {
+    let shared = sessions.and_then(LegSessions::shared);
+    rt.bus.emit(RunEvent::JobFinished {
+        job_id: job_id.to_string(),
+        name: name.to_string(),
+        matrix,
+        result: result.result,
+        session_id: shared
+            .as_ref()
+            .map(|s| s.session_id.clone())
+            .unwrap_or_default(),
+        vm_id: shared.map(|s| s.vm_id).unwrap_or_default(),
+        duration_ms: 0,
+        outputs: result.outputs.clone(),
+    });
+    result
 }
 
 /// Where legs get their session.

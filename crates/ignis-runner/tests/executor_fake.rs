@@ -118,6 +118,8 @@ impl Harness {
             inputs: serde_json::Map::new(),
             matrix_filter: vec![],
             env: Default::default(),
+            journal: None,
+            resume: None,
         };
         let res = ex.execute(req, bus, Masker::new(), signals).await;
         Outcome {

@@ -7,6 +7,7 @@ use super::hash_files;
 use super::process::{self, CommandEffects, Ended, LogTarget};
 use super::{RunShared, SessionRef};
 use crate::events::{JobResult, LogStream, RunEvent, Stage, StepResult};
+use crate::runs::{LegRun, Redactor, StepRun as RecordedStep, StepSnapshot};
 use crate::runtime::actions::{self, ActionRef};
 use crate::runtime::file_commands::{self, PrependPath};
 use crate::runtime::shell;
@@ -48,6 +49,132 @@ pub struct LegSpec {
 pub struct LegResult {
     pub result: JobResult,
     pub outputs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl LegResult {
+    /// A failure without outputs.
+    pub fn failed() -> Self {
+        LegResult {
+            result: JobResult::Failure,
+            outputs: serde_json::Map::new(),
+        }
+    }
+}
+
+/// How a leg of a failed run continues from a step snapshot (`ignis run --resume`): the
+/// VM is restored from `snapshot`, the steps up to and including `after_index` keep their
+/// recorded results (and fill the `steps` context), the leg's `GITHUB_ENV`, `GITHUB_PATH`
+/// and command counter are put back, and the leg goes on at the next step.
+#[derive(Debug, Clone)]
+pub(crate) struct LegContinue {
+    pub from_run: String,
+    /// The session of the previous attempt the snapshot was taken in.
+    pub session_id: String,
+    pub snapshot: StepSnapshot,
+    /// `GITHUB_ENV` variables with the secrets given now substituted back.
+    pub env: IndexMap<String, String>,
+    /// The recorded steps up to `after_index` (as recorded: placeholders for secrets).
+    pub steps: Vec<RecordedStep>,
+    /// Their outputs with the secrets substituted back, by step index.
+    pub outputs: BTreeMap<usize, Vec<(String, String)>>,
+    /// Snapshots of the previous attempt still valid after this resume point.
+    pub kept_snapshots: Vec<StepSnapshot>,
+    /// The leg's matrix combination in the previous attempt.
+    pub matrix: Option<serde_json::Value>,
+}
+
+impl LegContinue {
+    /// The latest usable step snapshot of a failed leg, or why there is none. A snapshot is
+    /// usable when the job's definition up to the step it follows is unchanged (hashes), it
+    /// is not blocked, and every secret its recorded env or outputs need is given again.
+    pub(crate) fn from_record(
+        leg: &LegRun,
+        wf: &Workflow,
+        secrets: &BTreeMap<String, String>,
+        run_id: &str,
+    ) -> Result<Self, String> {
+        if !wf.jobs.contains_key(&leg.job_id) {
+            return Err(format!("job {} no longer exists", leg.job_id));
+        }
+        let mut snaps: Vec<&StepSnapshot> = leg.snapshots.iter().collect();
+        snaps.sort_by_key(|s| std::cmp::Reverse(s.after_index));
+        let mut first_reason = None;
+        for snap in snaps {
+            match Self::try_from_snapshot(leg, snap, wf, secrets, run_id) {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    first_reason.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_reason.unwrap_or_else(|| {
+            "no step snapshot was taken before the failure (run with --snapshot-steps to take them)"
+                .to_string()
+        }))
+    }
+
+    fn try_from_snapshot(
+        leg: &LegRun,
+        snap: &StepSnapshot,
+        wf: &Workflow,
+        secrets: &BTreeMap<String, String>,
+        run_id: &str,
+    ) -> Result<Self, String> {
+        if let Some(why) = &snap.blocked {
+            return Err(format!(
+                "the snapshot after step {} is not usable: {why}",
+                snap.after_index
+            ));
+        }
+        if crate::runs::prefix_hash(wf, &leg.job_id, snap.after_index + 1) != snap.prefix_hash {
+            return Err(format!(
+                "the job's steps up to step {} (or its env/defaults) changed since run {run_id}",
+                snap.after_index
+            ));
+        }
+        let missing = |name: String| {
+            format!("secret {name} (recorded in the job's env or step outputs) was not given again")
+        };
+        let mut env = IndexMap::new();
+        for (k, v) in &snap.env {
+            env.insert(k.clone(), Redactor::restore(v, secrets).map_err(missing)?);
+        }
+        let steps: Vec<RecordedStep> = leg
+            .steps
+            .iter()
+            .filter(|s| s.index <= snap.after_index)
+            .cloned()
+            .collect();
+        let mut outputs = BTreeMap::new();
+        for st in &steps {
+            let Some(outs) = &st.outputs else {
+                return Err(format!(
+                    "step {} has an output masked with ::add-mask::",
+                    st.step_id
+                ));
+            };
+            let mut restored = Vec::new();
+            for (k, v) in outs {
+                restored.push((k.clone(), Redactor::restore(v, secrets).map_err(missing)?));
+            }
+            outputs.insert(st.index, restored);
+        }
+        Ok(LegContinue {
+            from_run: run_id.to_string(),
+            session_id: leg.session_id.clone(),
+            snapshot: snap.clone(),
+            env,
+            steps,
+            outputs,
+            kept_snapshots: leg
+                .snapshots
+                .iter()
+                .filter(|s| s.after_index <= snap.after_index)
+                .cloned()
+                .collect(),
+            matrix: leg.matrix.clone(),
+        })
+    }
 }
 
 /// Directories of a leg inside the VM.
@@ -113,7 +240,21 @@ pub(crate) struct JobRunner {
     step_cancel: CancellationToken,
     /// The command number whose file command files already exist.
     prepared_seq: Option<u32>,
+    /// The leg's directory inside the VM (holds `dirs`).
+    leg_root: String,
+    /// Continue from a step snapshot of a failed run.
+    cont: Option<LegContinue>,
+    /// This leg's part of the run record.
+    record: LegRun,
+    /// `env` after the job's own layers (`--env-file`, workflow, job): what `GITHUB_ENV`
+    /// changed is recorded against it.
+    env_base: IndexMap<String, String>,
+    /// The last top-level main step's name, outcome, conclusion and outputs (for the record).
+    last_main: Option<MainStepEnd>,
 }
+
+/// How a top-level main step ended: name, outcome, conclusion, outputs.
+type MainStepEnd = (String, StepResult, StepResult, Vec<(String, String)>);
 
 fn to_value(v: &serde_json::Value) -> Value {
     Value::from(v)
@@ -192,7 +333,23 @@ impl JobRunner {
         base.set("needs", to_value(&spec.needs));
         base.set("runner", to_value(&runner));
         base.hash_files = Some(hash_files::callback());
+        let record = LegRun {
+            job_id: spec.job_id.clone(),
+            name: spec.name.clone(),
+            matrix: spec.matrix.clone(),
+            job_hash: crate::runs::job_hash(&spec.workflow, &spec.job_id),
+            result: None,
+            outputs: serde_json::Map::new(),
+            session_id: session.session_id.clone(),
+            steps: Vec::new(),
+            snapshots: Vec::new(),
+        };
         JobRunner {
+            leg_root,
+            cont: None,
+            record,
+            env_base: IndexMap::new(),
+            last_main: None,
             rt,
             session,
             spec,
@@ -214,8 +371,200 @@ impl JobRunner {
         }
     }
 
+    /// Continue from a step snapshot (the session's VM was restored from it). A leg whose
+    /// matrix combination changed since starts over instead.
+    pub(crate) fn resuming(mut self, cont: Option<LegContinue>) -> Self {
+        self.cont = cont.filter(|c| c.matrix == self.spec.matrix);
+        self
+    }
+
     fn job(&self) -> &Job {
         &self.spec.workflow.jobs[&self.spec.job_id]
+    }
+
+    /// Write this leg's part of the run record.
+    fn flush_record(&self) {
+        if let Some(j) = &self.rt.journal {
+            let (key, leg) = (self.spec.key.clone(), self.record.clone());
+            j.update(|w| {
+                w.legs.insert(key, leg);
+            });
+        }
+    }
+
+    /// Resume notices, and the record of a continuing leg starting from the previous one.
+    fn announce_resume(&mut self) {
+        let Some(resume) = self.rt.resume.clone() else {
+            return;
+        };
+        if let Some(c) = &self.cont {
+            self.record.steps = c.steps.clone();
+            self.record.snapshots = c.kept_snapshots.clone();
+            let after = c
+                .steps
+                .iter()
+                .find(|s| s.index == c.snapshot.after_index)
+                .map(|s| s.step_id.clone())
+                .unwrap_or_else(|| c.snapshot.after_index.to_string());
+            self.system(
+                "",
+                &format!(
+                    "##[notice]resuming run {}: vm restored from snapshot {} taken after step {after}; steps 0..={} are not re-run, the job continues at step {}",
+                    c.from_run,
+                    c.snapshot.snapshot.name,
+                    c.snapshot.after_index,
+                    c.snapshot.after_index + 1
+                ),
+            );
+            return;
+        }
+        let Some(prev) = resume.previous.legs.get(&self.spec.key) else {
+            return;
+        };
+        let why = match LegContinue::from_record(
+            prev,
+            &self.spec.workflow,
+            &self.rt.secrets,
+            &resume.run_id,
+        ) {
+            Err(why) => why,
+            Ok(_) if prev.matrix != self.spec.matrix => {
+                "its matrix combination changed".to_string()
+            }
+            Ok(_) => "its snapshot was not restored (the run's one vm was restored from another job's snapshot, or the restore failed)".to_string(),
+        };
+        self.system(
+            "",
+            &format!(
+                "##[notice]resuming run {}: the job starts again from its first step: {why}",
+                resume.run_id
+            ),
+        );
+    }
+
+    /// Emit the recorded results of the steps a continuing leg does not run again and put
+    /// them in the `steps` context; put back its env, PATH and command counter.
+    fn restore_from(&mut self, frame: &mut Frame, steps: &[Step], c: LegContinue) -> usize {
+        for (k, v) in c.env {
+            self.env.insert(k, v);
+        }
+        for p in &c.snapshot.path {
+            self.path.add(p.clone());
+        }
+        self.seq = c.snapshot.seq;
+        self.prepared_seq = None;
+        let mut outputs = c.outputs;
+        for rec in &c.steps {
+            let outs = outputs.remove(&rec.index).unwrap_or_default();
+            if let Some(step) = steps.get(rec.index) {
+                self.finish_step(
+                    frame,
+                    step,
+                    &rec.step_id,
+                    &rec.name,
+                    Stage::Main,
+                    rec.outcome,
+                    rec.conclusion,
+                    outs,
+                    Instant::now(),
+                );
+            }
+        }
+        // The restored steps are in the record already.
+        self.last_main = None;
+        c.snapshot.after_index + 1
+    }
+
+    /// After a top-level step: record it and, with `--snapshot-steps`, snapshot the VM when
+    /// the step succeeded and the job is still on its success path (never after the last
+    /// step: nothing is left to resume there).
+    async fn after_top_step(&mut self, frame: &Frame, step: &Step, total: usize) {
+        let Some((name, outcome, conclusion, outputs)) = self.last_main.take() else {
+            return;
+        };
+        let step_id = step.id.clone().unwrap_or_else(|| step.index.to_string());
+        let redactor = self.rt.journal.as_ref().map(|j| j.redactor().clone());
+        let recorded_outputs = redactor.as_ref().and_then(|r| {
+            outputs
+                .iter()
+                .map(|(k, v)| r.redact(v).map(|v| (k.clone(), v)))
+                .collect::<Option<BTreeMap<_, _>>>()
+        });
+        self.record.steps.push(RecordedStep {
+            index: step.index,
+            id: step.id.clone(),
+            step_id: step_id.clone(),
+            name,
+            outcome,
+            conclusion,
+            outputs: recorded_outputs,
+        });
+        let wanted = self.rt.policy.steps
+            && self.rt.journal.is_some()
+            && outcome == StepResult::Success
+            && frame.status != Status::Failure
+            && !self.cancelled()
+            && step.index + 1 < total;
+        if !wanted {
+            return;
+        }
+        let label = format!("{}-s{}", self.spec.key, step.index);
+        let after = format!("{}/{step_id}", self.spec.job_id);
+        let Some(snapshot) = super::take_snapshot(&self.rt, &self.session, &label, after).await
+        else {
+            return;
+        };
+        let mut blocked = None;
+        if !self.posts.is_empty() {
+            blocked = Some(
+                "an action's post step was registered before it (ignis cannot restore one)"
+                    .to_string(),
+            );
+        }
+        if self.record.steps.iter().any(|s| s.outputs.is_none()) {
+            blocked.get_or_insert_with(|| {
+                "a step output holds a value masked with ::add-mask::".to_string()
+            });
+        }
+        let mut env = IndexMap::new();
+        for (k, v) in &self.env {
+            if self.env_base.get(k) == Some(v) {
+                continue;
+            }
+            match redactor.as_ref().and_then(|r| r.redact(v)) {
+                Some(v) => {
+                    env.insert(k.clone(), v);
+                }
+                None => {
+                    blocked.get_or_insert_with(|| {
+                        format!("env {k} holds a value masked with ::add-mask::")
+                    });
+                }
+            }
+        }
+        let path: Vec<String> = self
+            .path
+            .apply("")
+            .split(':')
+            .filter(|p| !p.is_empty())
+            .rev()
+            .map(str::to_string)
+            .collect();
+        self.record.snapshots.push(StepSnapshot {
+            snapshot,
+            after_index: step.index,
+            prefix_hash: crate::runs::prefix_hash(
+                &self.spec.workflow,
+                &self.spec.job_id,
+                step.index + 1,
+            ),
+            env,
+            path,
+            seq: self.seq,
+            blocked,
+        });
+        // Flushed now: a record that outlives a crash still names the snapshot.
+        self.flush_record();
     }
 
     fn target(&self, step_id: &str) -> LogTarget {
@@ -321,6 +670,8 @@ impl JobRunner {
             session_id: self.session.session_id.clone(),
             vm_id: self.session.vm_id.clone(),
         });
+        self.announce_resume();
+        self.flush_record();
         let result = hash_files::scope(self.run_inner()).await;
         let mut outputs = serde_json::Map::new();
         if result.is_ok() {
@@ -377,6 +728,9 @@ impl JobRunner {
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             outputs: outputs.clone(),
         });
+        self.record.result = Some(job_result);
+        self.record.outputs = outputs.clone();
+        self.flush_record();
         LegResult {
             result: job_result,
             outputs,
@@ -384,20 +738,22 @@ impl JobRunner {
     }
 
     async fn run_inner(&mut self) -> Result<(), String> {
-        // Job directories: one command in the run's VM, no allocation.
+        // Job directories: one command in the run's VM, no allocation. In a VM restored from
+        // a snapshot, a leg that starts over first clears what an earlier attempt left.
+        let mut argv: Vec<String> = Vec::new();
+        if self.session.restored && self.cont.is_none() {
+            argv.extend(["sh", "-c", "rm -rf \"$0\" && mkdir -p \"$@\""].map(String::from));
+            argv.push(self.leg_root.clone());
+        } else {
+            argv.extend(["mkdir", "-p"].map(String::from));
+        }
+        argv.extend([
+            self.dirs.workspace.clone(),
+            self.dirs.temp.clone(),
+            self.dirs.files.clone(),
+        ]);
         let mkdir = ExecRequest {
-            program: Program::Argv(
-                [
-                    "mkdir",
-                    "-p",
-                    &self.dirs.workspace,
-                    &self.dirs.temp,
-                    &self.dirs.files,
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            ),
+            program: Program::Argv(argv),
             env: self.rt.base_env.clone(),
             cwd: None,
             stdin: None,
@@ -460,7 +816,18 @@ impl JobRunner {
 
         let steps = self.job().steps.clone();
         let mut frame = Frame::default();
-        let res = self.run_steps(&mut frame, &steps).await;
+        self.env_base = self.env.clone();
+        let first = match self.cont.take() {
+            Some(c) => self.restore_from(&mut frame, &steps, c),
+            None => 0,
+        };
+        let total = steps.len();
+        for step in steps.iter().skip(first) {
+            self.last_main = None;
+            self.run_step(&mut frame, step).await;
+            self.after_top_step(&frame, step, total).await;
+        }
+        let res: Result<(), String> = Ok(());
         if frame.status == Status::Failure {
             self.job_failed = true;
         }
@@ -654,6 +1021,9 @@ impl JobRunner {
     ) {
         if conclusion == StepResult::Failure {
             frame.status = Status::Failure;
+        }
+        if stage == Stage::Main && frame.id_prefix.is_empty() && frame.action_path.is_none() {
+            self.last_main = Some((name.to_string(), outcome, conclusion, outputs.clone()));
         }
         if let Some(id) = &step.id {
             let mut out = ExprMap::new();

@@ -1,7 +1,7 @@
 //! Sessions from the session manager: the executor's [`SessionSource`] for real runs (the
 //! manager's limit, persisted records for crash recovery, drop guard and timeline).
 
-use super::sessions::{LiveSession, SessionInfo, SessionSource, unreachable_agent};
+use super::sessions::{LiveSession, SessionInfo, SessionSource, Snapshotter, unreachable_agent};
 use crate::events::JobResult;
 use ignis_agent::AgentClient;
 use ignis_vm::profile::RunsOn;
@@ -26,6 +26,23 @@ impl ManagerSessions {
 #[async_trait::async_trait]
 impl SessionSource for ManagerSessions {
     async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String> {
+        self.open(labels, None).await
+    }
+    async fn restore(
+        &self,
+        labels: &[String],
+        snapshot: &str,
+    ) -> Result<Box<dyn LiveSession>, String> {
+        self.open(labels, Some(snapshot)).await
+    }
+}
+
+impl ManagerSessions {
+    async fn open(
+        &self,
+        labels: &[String],
+        snapshot: Option<&str>,
+    ) -> Result<Box<dyn LiveSession>, String> {
         let literal: Vec<String> = labels
             .iter()
             .filter(|l| !l.contains("${{"))
@@ -49,11 +66,16 @@ impl SessionSource for ManagerSessions {
             Ok(r) => (r.profile.setup.clone(), r.profile.cleanup.clone()),
             Err(e) => return Err(e.to_string()),
         };
-        let session = self
-            .manager
-            .create_session(crate::session::SessionContext::new(runs_on))
-            .await
-            .map_err(|e| chain(&e))?;
+        let ctx = crate::session::SessionContext::new(runs_on);
+        let session = match snapshot {
+            Some(s) => {
+                self.manager
+                    .restore_session(ctx, ignis_vm::SnapshotId(s.to_string()))
+                    .await
+            }
+            None => self.manager.create_session(ctx).await,
+        }
+        .map_err(|e| chain(&e))?;
         Ok(Box::new(ManagedSession {
             session: Some(session),
             setup,
@@ -113,6 +135,27 @@ impl LiveSession for ManagedSession {
             JobResult::Cancelled => crate::session::SessionOutcome::Cancelled,
         });
         s.release().await.map(|_| ()).map_err(|e| chain(&e))
+    }
+    fn snapshotter(&self) -> Option<std::sync::Arc<dyn Snapshotter>> {
+        let handle = self.session.as_ref()?.snapshot_handle();
+        Some(std::sync::Arc::new(ManagedSnapshotter { handle }))
+    }
+}
+
+/// Snapshots through the session manager (recorded in the session's timeline).
+#[derive(Debug)]
+struct ManagedSnapshotter {
+    handle: crate::session::SnapshotHandle,
+}
+
+#[async_trait::async_trait]
+impl Snapshotter for ManagedSnapshotter {
+    async fn snapshot(&self, name: &str) -> Result<String, String> {
+        self.handle
+            .snapshot(name)
+            .await
+            .map(|s| s.0)
+            .map_err(|e| chain(&e))
     }
 }
 

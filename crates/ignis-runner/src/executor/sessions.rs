@@ -33,6 +33,18 @@ pub trait LiveSession: Send + Sync {
     fn cleanup_commands(&self) -> Vec<String>;
     /// Record the final state and release the VM.
     async fn release(self: Box<Self>, result: JobResult) -> Result<(), String>;
+    /// A handle that snapshots this session's VM; `None` when the session cannot.
+    fn snapshotter(&self) -> Option<Arc<dyn Snapshotter>> {
+        None
+    }
+}
+
+/// Snapshots one live session's VM. Cloned into every job leg of the session; a handle used
+/// after release fails (the provider no longer knows the VM).
+#[async_trait::async_trait]
+pub trait Snapshotter: Send + Sync + std::fmt::Debug {
+    /// Snapshot the VM as `name`; returns the provider's snapshot id.
+    async fn snapshot(&self, name: &str) -> Result<String, String>;
 }
 
 /// A source of sessions: each call allocates exactly one VM.
@@ -40,6 +52,16 @@ pub trait LiveSession: Send + Sync {
 pub trait SessionSource: Send + Sync {
     /// Create a session for a job with these `runs-on` labels.
     async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String>;
+    /// Create a session whose VM is restored from `snapshot` (a provider snapshot id) instead
+    /// of booted fresh; same limit and release guarantees as [`SessionSource::create`].
+    async fn restore(
+        &self,
+        labels: &[String],
+        snapshot: &str,
+    ) -> Result<Box<dyn LiveSession>, String> {
+        let _ = (labels, snapshot);
+        Err("this session source cannot restore snapshots".into())
+    }
 }
 
 /// Sessions straight from a provider, with a concurrency limit.
@@ -104,9 +126,12 @@ impl ProviderSessions {
     }
 }
 
-#[async_trait::async_trait]
-impl SessionSource for ProviderSessions {
-    async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String> {
+impl ProviderSessions {
+    async fn open(
+        &self,
+        labels: &[String],
+        snapshot: Option<&str>,
+    ) -> Result<Box<dyn LiveSession>, String> {
         let (spec, setup, cleanup) = self.spec(labels)?;
         let permit = self
             .limit
@@ -114,11 +139,18 @@ impl SessionSource for ProviderSessions {
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let vm = self
-            .provider
-            .allocate(&spec)
-            .await
-            .map_err(|e| e.to_string())?;
+        let vm = match snapshot {
+            Some(s) => self
+                .provider
+                .restore(&ignis_vm::SnapshotId(s.to_string()), &spec)
+                .await
+                .map_err(|e| e.to_string())?,
+            None => self
+                .provider
+                .allocate(&spec)
+                .await
+                .map_err(|e| e.to_string())?,
+        };
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let session_id = format!("session-{}-{n}", std::process::id());
         Ok(Box::new(ProviderSession {
@@ -129,6 +161,38 @@ impl SessionSource for ProviderSessions {
             cleanup,
             _permit: permit,
         }))
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionSource for ProviderSessions {
+    async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String> {
+        self.open(labels, None).await
+    }
+    async fn restore(
+        &self,
+        labels: &[String],
+        snapshot: &str,
+    ) -> Result<Box<dyn LiveSession>, String> {
+        self.open(labels, Some(snapshot)).await
+    }
+}
+
+/// Snapshots through the provider directly.
+#[derive(Debug)]
+struct ProviderSnapshotter {
+    provider: Arc<dyn VmProvider>,
+    vm: Vm,
+}
+
+#[async_trait::async_trait]
+impl Snapshotter for ProviderSnapshotter {
+    async fn snapshot(&self, name: &str) -> Result<String, String> {
+        self.provider
+            .snapshot(&self.vm, name)
+            .await
+            .map(|s| s.0)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -178,6 +242,13 @@ impl LiveSession for ProviderSession {
             Some(vm) => self.provider.release(&vm).await.map_err(|e| e.to_string()),
             None => Ok(()),
         }
+    }
+    fn snapshotter(&self) -> Option<Arc<dyn Snapshotter>> {
+        let vm = self.vm.clone()?;
+        Some(Arc::new(ProviderSnapshotter {
+            provider: self.provider.clone(),
+            vm,
+        }))
     }
 }
 
