@@ -855,7 +855,9 @@ impl SessionManager {
     /// Release the VMs of sessions whose owning ignis process is dead (call at start-up).
     /// Each record goes to the registered provider of its backend, or to the generic
     /// [`store::reap_record`] when none is registered; its record is removed once reaped.
-    /// Records of live processes (this one included) are left alone.
+    /// Records of live processes (this one included) are left alone. Then each provider's
+    /// [`VmProvider::reap_leftovers`] sweeps what dead processes left without a record
+    /// (logged, not reported: no session owns it).
     pub async fn reap_orphans(&self) -> Vec<ReapReport> {
         let (records, errors) = self.inner.store.list();
         for e in errors {
@@ -897,6 +899,20 @@ impl SessionManager {
                 owner_pid: rec.owner.pid,
                 result,
             });
+        }
+        // Then what no record names: a crash between a VM's first host resource and its
+        // record leaves resources only the provider can trace to their dead owner.
+        for (backend, p) in &self.inner.providers {
+            match p.reap_leftovers().await {
+                Ok(items) => {
+                    for item in items {
+                        tracing::info!(%backend, "reaped leftover of a dead ignis: {item}");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(%backend, error = %e, "sweeping leftovers of dead ignis processes failed")
+                }
+            }
         }
         reports
     }

@@ -539,6 +539,45 @@ pub fn userns_diagnosis(errno: i32, read: impl Fn(&str) -> Option<String>) -> St
 pub use crate::host::process_start_time;
 use crate::host::{kill_if_same, process_running, remove_path};
 
+/// This process as an owner: (pid, start time). Fixed for the life of the process.
+fn owner() -> (u32, u64) {
+    static OWNER: OnceLock<(u32, u64)> = OnceLock::new();
+    *OWNER.get_or_init(|| {
+        let pid = std::process::id();
+        (pid, process_start_time(pid).unwrap_or(0))
+    })
+}
+
+/// The owner a vm id names (see `Inner::new_id`); `None` for names of another form, which
+/// a sweep never touches.
+fn owner_of_id(id: &str) -> Option<(u32, u64)> {
+    let mut parts = id.strip_prefix("sbx-")?.split('-');
+    let pid = parts.next()?.parse().ok()?;
+    let start = parts.next()?.parse().ok()?;
+    let n = parts.next()?;
+    (parts.next().is_none() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some((pid, start))
+}
+
+/// Test hook for crash tests: when `IGNIS_TEST_SANDBOX_PAUSE_ALLOCATION` names a file, a
+/// launch creates that file once the child exists and sits in its cgroups, then blocks for
+/// good, so a test can SIGKILL the process exactly in the window before the session record
+/// is written. Read once per process.
+fn pause_allocation_for_tests() {
+    static HOOK: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let hook = HOOK
+        .get_or_init(|| std::env::var_os("IGNIS_TEST_SANDBOX_PAUSE_ALLOCATION").map(PathBuf::from));
+    if let Some(path) = hook {
+        tracing::warn!(marker = %path.display(), "test hook: pausing sandbox allocation forever");
+        if let Err(e) = std::fs::write(path, b"paused\n") {
+            tracing::warn!(error = %e, "test hook: cannot write marker");
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+}
+
 /// Host resources of a half-built sandbox, released on drop unless disarmed.
 struct LaunchGuard {
     cgroup: Option<SessionCgroup>,
@@ -582,8 +621,11 @@ impl Inner {
         self.config.state_dir.join("snapshots")
     }
 
-    /// A vm id unique in this process (one counter for every provider) and unlikely to meet
-    /// a leftover of an earlier process with the same pid (the counter starts at a clock value).
+    /// A vm id unique in this process (one counter for every provider) that names its owner:
+    /// `sbx-<pid>-<start time>-<n>`. The session's cgroup dirs carry this name, so whatever
+    /// a crash leaves before the session manager writes its record can still be traced to a
+    /// dead owner and swept ([`VmProvider::reap_leftovers`]). The counter starts at a clock
+    /// value so ids of one process stay unlikely to repeat even across providers.
     fn new_id(&self) -> String {
         static NEXT: OnceLock<AtomicU64> = OnceLock::new();
         let next = NEXT.get_or_init(|| {
@@ -593,7 +635,8 @@ impl Inner {
             AtomicU64::new((t & 0xff_ffff) << 8)
         });
         let n = next.fetch_add(1, Ordering::Relaxed);
-        format!("sbx-{}-{n:x}", std::process::id())
+        let (pid, start) = owner();
+        format!("sbx-{pid}-{start}-{n:x}")
     }
 
     fn warn_cgroups_once(&self) {
@@ -780,6 +823,7 @@ impl Inner {
         if let Some(cg) = &guard.cgroup {
             cg.attach(pid).map_err(SandboxError::CgroupAttach)?;
         }
+        pause_allocation_for_tests();
         if !lower_fds.is_empty() {
             let userns = sys::open_userns(pid).map_err(SandboxError::OpenUserns)?;
             for (fd, p) in lower_fds.iter().zip(&layer_paths) {
@@ -1092,15 +1136,27 @@ impl VmProvider for SandboxProvider {
             })
     }
 
-    /// Sweeps what dead ignis processes left without a record: hidden snapshot work dirs
-    /// (`.<name>.<pid>-<start>.tmp` / `.removing`).
+    /// Sweeps what dead ignis processes left without a record: session cgroups (named
+    /// `sbx-<pid>-<start>-<n>` after their owner; what is still inside is killed) and hidden
+    /// snapshot work dirs (`.<name>.<pid>-<start>.tmp` / `.removing`). Nothing else of a
+    /// sandbox exists on the host: its scratch tmpfs lives in its own mount namespace, and its
+    /// processes die with PID 1, which exits when its channel to the dead owner closes.
     async fn reap_leftovers(&self) -> Result<Vec<String>, VmError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            snapshot::sweep(&inner.snapshot_store())
+            let dead = |name: &str| {
+                owner_of_id(name).is_some_and(|(pid, start)| !process_running(pid, start))
+            };
+            let mut out: Vec<String> = cgroup::sweep(&inner.cgroups.parents(), dead)
                 .into_iter()
-                .map(|p| format!("snapshot work dir {}", p.display()))
-                .collect()
+                .map(|p| format!("cgroup {}", p.display()))
+                .collect();
+            out.extend(
+                snapshot::sweep(&inner.snapshot_store())
+                    .into_iter()
+                    .map(|p| format!("snapshot work dir {}", p.display())),
+            );
+            out
         })
         .await
         .map_err(|e| VmError::Io {
@@ -1239,6 +1295,29 @@ mod tests {
             .contains("kernel.apparmor_restrict_unprivileged_userns")
         );
         assert!(userns_diagnosis(libc::ENOSPC, |_| None).contains("max_user_namespaces"));
+    }
+
+    #[test]
+    fn vm_ids_name_their_owner() {
+        let (pid, start) = owner();
+        assert_eq!(pid, std::process::id());
+        assert!(start > 0);
+        assert_eq!(
+            owner_of_id(&format!("sbx-{pid}-{start}-1a")),
+            Some((pid, start))
+        );
+        assert_eq!(owner_of_id("sbx-12-34-ff"), Some((12, 34)));
+        // Other forms (an older ignis' `sbx-<pid>-<n>`, foreign groups) are never claimed.
+        for other in [
+            "sbx-12-ff",
+            "sbx-12-34-ff-1",
+            "sbx-12-34-",
+            "sbx-x-34-1",
+            "user.slice",
+            "sbx-12-34-zz",
+        ] {
+            assert_eq!(owner_of_id(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -125,7 +125,13 @@ impl CgroupLayout {
     /// Returns the layout and the list of controllers that are unusable (for one warning).
     pub fn detect() -> (CgroupLayout, Vec<&'static str>) {
         let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mounts = parse_mountinfo(&text);
+        CgroupLayout::detect_from(&text)
+    }
+
+    /// [`CgroupLayout::detect`] on a given mountinfo text (tests point it at a fake cgroup
+    /// tree in a temp dir).
+    fn detect_from(mountinfo: &str) -> (CgroupLayout, Vec<&'static str>) {
+        let mounts = parse_mountinfo(mountinfo);
         let mut layout = CgroupLayout::default();
         let mut missing = Vec::new();
         let v2 = mounts.iter().find(|m| m.v2);
@@ -162,6 +168,18 @@ impl CgroupLayout {
     /// True when no controller is usable.
     pub fn is_empty(&self) -> bool {
         self.memory.is_none() && self.pids.is_none() && self.cpu.is_none()
+    }
+
+    /// The `ignis` parent group of each hierarchy in use, each once: where session groups live.
+    pub fn parents(&self) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = Vec::new();
+        for h in [&self.memory, &self.pids, &self.cpu].into_iter().flatten() {
+            let (Hierarchy::V2(p) | Hierarchy::V1(p)) = h;
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+        out
     }
 
     /// Creates the session's groups and writes its limits. On error, removes what it created.
@@ -263,6 +281,30 @@ impl SessionCgroup {
     }
 }
 
+/// Removes the session groups under `parents` whose directory name `is_orphan` accepts (the
+/// caller decides from the owner the name carries), killing what is left in them. Returns the
+/// removed directories; a group that cannot be removed is logged and the others go on.
+pub fn sweep(parents: &[PathBuf], is_orphan: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for parent in parents {
+        for e in fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            // Only directories are groups (the parent also holds the controllers' files).
+            if !e.file_type().is_ok_and(|t| t.is_dir()) || !is_orphan(name) {
+                continue;
+            }
+            match remove_one(&e.path()) {
+                Ok(()) => out.push(e.path()),
+                Err(err) => {
+                    tracing::warn!(cgroup = %e.path().display(), error = %err, "removing orphaned cgroup failed")
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Kills every process of each group (cgroup.kill on v2, SIGKILL per task on v1) and removes
 /// the directories. Missing directories count as removed. Used by release and by reap.
 pub fn remove_dirs(dirs: &[PathBuf]) -> io::Result<()> {
@@ -281,7 +323,12 @@ fn remove_one(dir: &Path) -> io::Result<()> {
     }
     let mut delay = Duration::from_micros(50);
     for _ in 0..200 {
-        let killed_v2 = fs::write(dir.join("cgroup.kill"), "1").is_ok();
+        // Open without O_CREAT: `cgroup.kill` exists on v2 only.
+        let killed_v2 = fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.kill"))
+            .and_then(|mut f| io::Write::write_all(&mut f, b"1"))
+            .is_ok();
         if !killed_v2 && let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
             for pid in procs
                 .split_whitespace()
@@ -331,6 +378,21 @@ mod tests {
             Some(Path::new("/sys/fs/cgroup/memory"))
         );
         assert!(!m.iter().any(|m| m.path == Path::new("/")));
+    }
+
+    #[test]
+    fn sweep_removes_only_the_groups_the_caller_names() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let parent = tmp.path().join("ignis");
+        for d in ["sbx-dead", "sbx-live"] {
+            fs::create_dir_all(parent.join(d)).expect("mkdir");
+        }
+        fs::write(parent.join("sbx-file"), b"").expect("a file is not a group");
+        let removed = sweep(std::slice::from_ref(&parent), |n| n != "sbx-live");
+        assert_eq!(removed, vec![parent.join("sbx-dead")]);
+        assert!(parent.join("sbx-live").is_dir() && parent.join("sbx-file").is_file());
+        // A missing parent (controller not mounted) is nothing to sweep.
+        assert!(sweep(&[tmp.path().join("none")], |_| true).is_empty());
     }
 
     #[test]
