@@ -6,11 +6,15 @@ use crate::workflows;
 use anyhow::{Context, bail};
 use ignis_runner::events::{EventBus, JobResult};
 use ignis_runner::executor::{
-    CancelSignals, ExecutorConfig, Isolation, ManagerSessions, RunRequest, WorkflowExecutor,
+    CancelSignals, ExecutorConfig, Isolation, ManagerSessions, Resume, RunRequest, SnapshotPolicy,
+    WorkflowExecutor,
 };
+use ignis_runner::runs::{Redactor, RunJournal, RunRecord, RunStore, SnapshotRef};
 use ignis_runner::runtime::contexts::RunInfo;
 use ignis_runner::runtime::env::parse_dotenv;
 use ignis_runner::runtime::mask::Masker;
+use ignis_runner::session::SessionManager;
+use ignis_vm::profile::ProfileConfig;
 use ignis_vm::{Backend, VmProvider};
 use ignis_workflow::model::{Trigger, Workflow};
 use std::collections::BTreeMap;
@@ -85,9 +89,9 @@ pub struct Args {
     /// Override the profile's backend.
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
-    /// One VM for the whole run (workflow) or one per job leg (job).
-    #[arg(long, value_enum, default_value = "workflow")]
-    pub isolation: IsolationArg,
+    /// One VM for the whole run (workflow, the default) or one per job leg (job).
+    #[arg(long, value_enum)]
+    pub isolation: Option<IsolationArg>,
     /// Maximum live sessions.
     #[arg(long = "max-sessions", default_value_t = 8)]
     pub max_sessions: usize,
@@ -106,6 +110,19 @@ pub struct Args {
     /// Run in this directory (the repository root).
     #[arg(short = 'C', long = "directory")]
     pub directory: Option<PathBuf>,
+    /// Snapshot the VM after every successful step, so that `--resume` continues a failed
+    /// job at its failed step (the VM as it was before it, env, PATH and step outputs).
+    #[arg(long = "snapshot-steps", conflicts_with = "no_snapshots")]
+    pub snapshot_steps: bool,
+    /// Take no snapshots, not even the default one after setup (qemu, firecracker).
+    #[arg(long = "no-snapshots")]
+    pub no_snapshots: bool,
+    /// Continue a failed run (its id is printed when it fails): succeeded jobs keep their
+    /// results, failed ones run again, from their step snapshot when there is a usable one.
+    /// The run's workflows, event, inputs, vars and filters are reused; secrets are not
+    /// recorded, so pass -s/--secret-file again.
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["workflows", "job", "event_path", "matrix", "list", "graph", "dryrun"])]
+    pub resume: Option<String>,
 }
 
 fn key_values(
@@ -178,11 +195,135 @@ fn relative(path: &Path, root: &Path) -> String {
         .to_string()
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+/// A failed run's record, or why it cannot be resumed (exit 2).
+fn load_resumable(store: &RunStore, id: &str) -> Result<RunRecord, String> {
+    let record = store.load(id).map_err(|e| format!("cannot resume: {e}"))?;
+    if record.version != ignis_runner::runs::RECORD_VERSION {
+        return Err(format!(
+            "cannot resume run {id}: its record has version {}, this ignis reads version {}",
+            record.version,
+            ignis_runner::runs::RECORD_VERSION
+        ));
+    }
+    match record.result {
+        Some(JobResult::Success) => Err(format!(
+            "cannot resume run {id}: it succeeded, there is nothing to continue"
+        )),
+        None if still_running(&record) => Err(format!(
+            "cannot resume run {id}: it is still running (ignis process {})",
+            record.pid
+        )),
+        _ => Ok(record),
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn backend_arg(b: Option<BackendArg>) -> Option<Backend> {
+    b.map(|b| match b {
+        BackendArg::Sandbox => Backend::Sandbox,
+        BackendArg::Qemu => Backend::Qemu,
+        BackendArg::Firecracker => Backend::Firecracker,
+        BackendArg::Fake => Backend::Fake,
+    })
+}
+
+/// The default snapshot policy: a snapshot after setup on the VM backends (restoring it
+/// skips boot and setup on resume); none on the sandbox, where a snapshot copies the
+/// session's upper layer and costs more than the whole setup it saves (see README), nor on
+/// the fake (its snapshots hold no state). `--snapshot-steps` adds step snapshots (and the
+/// setup one); `--no-snapshots` takes none.
+fn snapshot_policy(args: &Args, backend: Backend) -> SnapshotPolicy {
+    if args.no_snapshots {
+        return SnapshotPolicy::default();
+    }
+    let vm = matches!(backend, Backend::Qemu | Backend::Firecracker);
+    SnapshotPolicy {
+        setup: vm || (args.snapshot_steps && backend != Backend::Fake),
+        steps: args.snapshot_steps,
+    }
+}
+
+pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
+    let state_dir = ignis_runner::session::default_state_dir();
+    let store = RunStore::at(&state_dir);
+    let previous = match &args.resume {
+        None => None,
+        Some(id) => match load_resumable(&store, id) {
+            Ok(r) => Some(r),
+            Err(msg) => {
+                eprintln!("ignis: {msg}");
+                return Ok(ExitCode::from(2));
+            }
+        },
+    };
+    if let Some(prev) = &previous {
+        // The run's own plan: repository, event, workflows, job and matrix filters. Vars,
+        // inputs and env given now are added over the recorded ones; secrets are given again.
+        let given = backend_arg(args.backend);
+        if given.is_some_and(|b| b != prev.backend) {
+            eprintln!(
+                "ignis: cannot resume run {} on another backend: it ran on {} (its snapshots are {} snapshots)",
+                prev.run_id, prev.backend, prev.backend
+            );
+            return Ok(ExitCode::from(2));
+        }
+        let isolation = match args.isolation {
+            Some(IsolationArg::Job) => "job",
+            Some(IsolationArg::Workflow) => "workflow",
+            None => prev.isolation.as_str(),
+        };
+        if isolation != prev.isolation {
+            eprintln!(
+                "ignis: cannot resume run {} with --isolation {isolation}: it ran with --isolation {}",
+                prev.run_id, prev.isolation
+            );
+            return Ok(ExitCode::from(2));
+        }
+        args.isolation = Some(if prev.isolation == "job" {
+            IsolationArg::Job
+        } else {
+            IsolationArg::Workflow
+        });
+        args.backend = Some(match prev.backend {
+            Backend::Sandbox => BackendArg::Sandbox,
+            Backend::Qemu => BackendArg::Qemu,
+            Backend::Firecracker => BackendArg::Firecracker,
+            Backend::Fake => BackendArg::Fake,
+        });
+        args.directory = Some(prev.repo_dir.clone());
+        args.event = prev.event_name.clone();
+        args.workflows = prev
+            .workflows
+            .iter()
+            .filter(|w| w.result != Some(JobResult::Success))
+            .map(|w| PathBuf::from(&w.path))
+            .collect();
+        args.job = prev.only_job.clone();
+        args.matrix = prev
+            .matrix_filter
+            .iter()
+            .map(|(k, v)| format!("{k}:{v}"))
+            .collect();
+        args.actor = args.actor.take().or_else(|| prev.actor.clone());
+        args.snapshot_steps |= prev.snapshot_steps;
+    }
     if let Some(dir) = &args.directory {
         std::env::set_current_dir(dir).with_context(|| format!("entering {}", dir.display()))?;
     }
     let repo_dir = std::env::current_dir().context("current directory")?;
+    // A run on the sandbox backend migrates its sandbox into cgroups, and a process's first
+    // migration waits for an RCU grace period: start that wait now, so that it overlaps
+    // loading, `git` and planning instead of the allocation (see `prewarm_migration`).
+    let may_allocate = !(args.list || args.dryrun || args.graph);
+    if may_allocate && matches!(args.backend, None | Some(BackendArg::Sandbox)) {
+        ignis_vm::sandbox::prewarm_migration();
+    }
     let loaded = match workflows::load_valid(&args.workflows)? {
         Ok(l) => l,
         Err(diagnostics) => {
@@ -190,13 +331,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let event: serde_json::Value = match &args.event_path {
-        Some(p) => {
+    let event: serde_json::Value = match (&previous, &args.event_path) {
+        (Some(prev), _) => prev.event.clone(),
+        (None, Some(p)) => {
             let text =
                 std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
             serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))?
         }
-        None => serde_json::json!({}),
+        (None, None) => serde_json::json!({}),
     };
     // The planner decides which workflows run for this event (branch, tag, path and
     // activity-type filters) and refuses plans it cannot build (exit 2, located).
@@ -308,12 +450,36 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let mut secrets: BTreeMap<String, String> = dotenv(&args.secret_file)?.into_iter().collect();
     secrets.extend(key_values(&args.secrets, "secret", true)?);
-    let mut vars: BTreeMap<String, String> = dotenv(&args.var_file)?.into_iter().collect();
+    let mut vars: BTreeMap<String, String> = previous
+        .as_ref()
+        .map(|p| p.vars.clone())
+        .unwrap_or_default();
+    vars.extend(dotenv(&args.var_file)?);
     vars.extend(key_values(&args.vars, "var", false)?);
-    let mut input_pairs: Vec<(String, String)> = dotenv(&args.input_file)?;
+    let mut input_pairs: Vec<(String, String)> = previous
+        .as_ref()
+        .map(|p| p.inputs.clone())
+        .unwrap_or_default();
+    input_pairs.extend(dotenv(&args.input_file)?);
     input_pairs.extend(key_values(&args.inputs, "input", false)?);
-    let env_file: indexmap::IndexMap<String, String> =
-        dotenv(&args.env_file)?.into_iter().collect();
+    let mut env_file: indexmap::IndexMap<String, String> =
+        previous.as_ref().map(|p| p.env.clone()).unwrap_or_default();
+    env_file.extend(dotenv(&args.env_file)?);
+    if let Some(prev) = &previous {
+        let missing: Vec<&str> = prev
+            .secret_names
+            .iter()
+            .filter(|n| !secrets.contains_key(*n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "ignis: warning: run {} was given secret(s) {} that are not given now (secrets are never recorded: pass -s/--secret-file again)",
+                prev.run_id,
+                missing.join(", ")
+            );
+        }
+    }
     let matrix_filter: Vec<(String, String)> = args
         .matrix
         .iter()
@@ -326,13 +492,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let (profiles, _) =
         ignis_vm::profile::ProfileConfig::discover(args.config.as_deref(), Some(&repo_dir))?;
-    let backend = match args.backend {
-        Some(BackendArg::Sandbox) => Some(Backend::Sandbox),
-        Some(BackendArg::Qemu) => Some(Backend::Qemu),
-        Some(BackendArg::Firecracker) => Some(Backend::Firecracker),
-        Some(BackendArg::Fake) => Some(Backend::Fake),
-        None => None,
-    };
+    let backend = backend_arg(args.backend);
     let effective_backend = backend
         .or_else(|| profiles.profiles.values().next().map(|p| p.backend))
         .unwrap_or(Backend::Sandbox);
@@ -347,6 +507,86 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             p.backend = b;
         }
     }
+    let policy = snapshot_policy(&args, effective_backend);
+    // The run record: a new one, or the resumed run's as the next attempt.
+    let run_id = previous
+        .as_ref()
+        .map(|p| p.run_id.clone())
+        .unwrap_or_else(RunStore::new_id);
+    let mut record = match &previous {
+        Some(p) => {
+            let mut r = p.clone();
+            r.attempt += 1;
+            r.result = None;
+            r
+        }
+        None => RunRecord {
+            version: ignis_runner::runs::RECORD_VERSION,
+            run_id: run_id.clone(),
+            attempt: 1,
+            created_unix_ms: unix_ms(),
+            updated_unix_ms: unix_ms(),
+            pid: 0,
+            repo_dir: repo_dir.clone(),
+            event_name: args.event.clone(),
+            event: event.clone(),
+            only_job: args.job.clone(),
+            inputs: vec![],
+            vars: BTreeMap::new(),
+            env: indexmap::IndexMap::new(),
+            secret_names: vec![],
+            matrix_filter: matrix_filter.clone(),
+            actor: args.actor.clone(),
+            backend: effective_backend,
+            isolation: match args.isolation {
+                Some(IsolationArg::Job) => "job".into(),
+                _ => "workflow".into(),
+            },
+            snapshot_steps: policy.steps,
+            result: None,
+            workflows: vec![],
+        },
+    };
+    record.pid = std::process::id();
+    record.updated_unix_ms = unix_ms();
+    record.inputs = input_pairs.clone();
+    record.vars = vars.clone();
+    record.env = env_file.clone();
+    record.secret_names = secrets.keys().cloned().collect();
+    record.snapshot_steps = policy.steps;
+    let previous_snapshots: Vec<SnapshotRef> = record.snapshots();
+    // Which workflow of the record each selected workflow is.
+    let mut slots: Vec<usize> = Vec::new();
+    for (i, (path, _, _)) in selected.iter().enumerate() {
+        let rel = relative(path, &repo_dir);
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let slot = match record.workflows.iter().position(|w| w.path == rel) {
+            Some(k) => k,
+            None => {
+                record.workflows.push(ignis_runner::runs::WorkflowRun {
+                    path: rel.clone(),
+                    copy: format!("workflow-{}.yml", record.workflows.len()),
+                    github_run_id: format!("{}{}", std::process::id(), i),
+                    ..Default::default()
+                });
+                record.workflows.len() - 1
+            }
+        };
+        let w = &mut record.workflows[slot];
+        w.sha256 = ignis_runner::runs::text_hash(&text);
+        w.result = None;
+        if let Err(e) = store.save_file(&run_id, &w.copy, &text) {
+            eprintln!("ignis: warning: {e:#}");
+        }
+        slots.push(slot);
+    }
+    if let Err(e) = store.save(&record) {
+        eprintln!(
+            "ignis: warning: the run will not be resumable: {:#}",
+            anyhow::Error::new(e)
+        );
+    }
+    let record = Arc::new(std::sync::Mutex::new(record));
     runtime.block_on(async move {
         let provider = match provider(effective_backend, &profiles) {
             Ok(p) => p,
@@ -357,6 +597,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         // Sessions come from the SessionManager: its limit (--max-sessions), persisted
         // records, and a reaper for what a crashed ignis left behind.
+        let profiles_for_prune = profiles.clone();
         let manager = match ignis_runner::session::SessionManager::builder()
             .max_concurrent_sessions(args.max_sessions.max(1))
             .profiles(profiles)
@@ -385,12 +626,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let sessions = Arc::new(ManagerSessions::new(manager));
         let mut config = ExecutorConfig::new(repo_dir.clone());
         config.isolation = match args.isolation {
-            IsolationArg::Workflow => Isolation::Workflow,
-            IsolationArg::Job => Isolation::Job,
+            Some(IsolationArg::Job) => Isolation::Job,
+            _ => Isolation::Workflow,
         };
+        config.snapshots = policy;
         // Planning already read the repository; the executor reuses it (no second `git` round).
         config.git_facts = Some(git.clone());
-        let executor = WorkflowExecutor::new(sessions, config);
+        let executor = WorkflowExecutor::new(sessions.clone(), config);
 
         let bus = EventBus::new();
         let human = Arc::new(HumanPrinter::new());
@@ -411,13 +653,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 
         let run_number = 1;
         let mut tasks = tokio::task::JoinSet::new();
+        let redactor = Redactor::new(&secrets, masker.clone());
         for (i, (path, wf, _plan)) in selected.into_iter().enumerate() {
             let rel = relative(&path, &repo_dir);
+            let slot = slots[i];
+            let journal = RunJournal::new(record.clone(), slot, store.clone(), redactor.clone());
+            let github_run_id = journal.snapshot_of().github_run_id;
+            let resume = previous.as_ref().and_then(|p| {
+                p.workflows.get(slot).filter(|w| w.path == rel).map(|w| {
+                    Arc::new(Resume {
+                        run_id: p.run_id.clone(),
+                        previous: w.clone(),
+                    })
+                })
+            });
             let (inputs, run_event) = resolve_inputs(&wf, &args.event, &event, &input_pairs);
             let info = RunInfo {
                 event_name: args.event.clone(),
                 event: run_event,
-                run_id: format!("{}{}", std::process::id(), i),
+                run_id: github_run_id,
                 run_number,
                 actor: args.actor.clone(),
                 repository: None,
@@ -434,6 +688,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 inputs,
                 matrix_filter: matrix_filter.clone(),
                 env: env_file.clone(),
+                journal: Some(journal),
+                resume,
             };
             let (ex, bus, masker, signals) = (
                 executor.clone(),
@@ -441,12 +697,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 masker.clone(),
                 signals.clone(),
             );
-            tasks.spawn(async move { ex.execute(req, bus, masker, signals).await });
+            tasks.spawn(async move { (slot, ex.execute(req, bus, masker, signals).await) });
         }
         let mut failed = false;
         while let Some(r) = tasks.join_next().await {
             match r {
-                Ok(res) => failed |= res.result != JobResult::Success,
+                Ok((slot, res)) => {
+                    failed |= res.result != JobResult::Success;
+                    let mut rec = record.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(w) = rec.workflows.get_mut(slot) {
+                        w.result = Some(res.result);
+                    }
+                }
                 Err(e) => {
                     eprintln!("ignis: a run task failed: {e}");
                     failed = true;
@@ -454,6 +716,45 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
         bus.finish();
+        let mut rec = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        rec.result = Some(if failed {
+            JobResult::Failure
+        } else {
+            JobResult::Success
+        });
+        // Snapshots: all of them (this attempt's and earlier ones') go when the run
+        // succeeded; after a failed resume, those the new attempt superseded go.
+        let now = rec.snapshots();
+        let gone: Vec<SnapshotRef> = if failed {
+            previous_snapshots
+                .into_iter()
+                .filter(|p| !now.iter().any(|n| n.id == p.id))
+                .collect()
+        } else {
+            let mut all = now;
+            all.extend(previous_snapshots);
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+            all.dedup_by(|a, b| a.id == b.id);
+            all
+        };
+        let removed = remove_snapshots(gone, Some(sessions.manager()), &profiles_for_prune).await;
+        rec.forget_snapshots(&removed);
+        rec.updated_unix_ms = unix_ms();
+        if let Err(e) = store.save(&rec) {
+            eprintln!("ignis: warning: {:#}", anyhow::Error::new(e));
+        }
+        prune_runs(&store, &rec.run_id, sessions.manager(), &profiles_for_prune).await;
+        if failed {
+            let secret_flags: String = rec
+                .secret_names
+                .iter()
+                .map(|n| format!(" -s {n}"))
+                .collect();
+            eprintln!(
+                "ignis: run {} failed; continue it with: ignis run --resume {}{secret_flags}",
+                rec.run_id, rec.run_id
+            );
+        }
         if let Some(path) = &args.summary {
             std::fs::write(path, summaries.markdown())
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -464,6 +765,101 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         })
     })
+}
+
+/// Delete one snapshot: through the manager's provider when it has the backend, else through
+/// a provider built for it.
+pub(super) async fn remove_snapshot(
+    snap: &SnapshotRef,
+    manager: Option<&SessionManager>,
+    profiles: &ProfileConfig,
+) -> anyhow::Result<()> {
+    let id = ignis_vm::SnapshotId(snap.id.clone());
+    if let Some(m) = manager {
+        match m.remove_snapshot(snap.backend, &id).await {
+            Err(ignis_runner::session::SessionError::NoProvider(_)) => {}
+            other => return other.map_err(anyhow::Error::new),
+        }
+    }
+    let provider = provider(snap.backend, profiles)?;
+    provider.remove_snapshot(&id).await?;
+    Ok(())
+}
+
+/// Delete snapshots, newest first and in passes: a snapshot taken in a VM restored from
+/// another is built on it (sandbox layers), so the base goes only after its dependents.
+/// Returns the ids removed; the others are named in a warning.
+pub(super) async fn remove_snapshots(
+    mut snaps: Vec<SnapshotRef>,
+    manager: Option<&SessionManager>,
+    profiles: &ProfileConfig,
+) -> Vec<String> {
+    snaps.sort_by_key(|s| std::cmp::Reverse(s.taken_unix_ms));
+    let mut removed = Vec::new();
+    loop {
+        let before = snaps.len();
+        let mut left = Vec::new();
+        let mut errors = Vec::new();
+        for snap in snaps {
+            match remove_snapshot(&snap, manager, profiles).await {
+                Ok(()) => removed.push(snap.id.clone()),
+                Err(e) => {
+                    errors.push(format!("{}: {e:#}", snap.id));
+                    left.push(snap);
+                }
+            }
+        }
+        // Done, or a pass removed nothing: what is left cannot go.
+        if left.is_empty() || left.len() == before {
+            for e in errors {
+                eprintln!("ignis: warning: removing snapshot {e}");
+            }
+            return removed;
+        }
+        snaps = left;
+    }
+}
+
+/// Whether another ignis process is still writing this record.
+pub(super) fn still_running(record: &RunRecord) -> bool {
+    record.result.is_none()
+        && record.pid != std::process::id()
+        && Path::new(&format!("/proc/{}", record.pid)).exists()
+}
+
+/// Delete a run's snapshots and then its record; a snapshot that cannot be deleted is named
+/// in a warning (the record goes anyway: it is all that still knows the id).
+pub(super) async fn remove_run(
+    store: &RunStore,
+    record: &RunRecord,
+    manager: Option<&SessionManager>,
+    profiles: &ProfileConfig,
+) -> anyhow::Result<()> {
+    remove_snapshots(record.snapshots(), manager, profiles).await;
+    store.remove(&record.run_id)?;
+    Ok(())
+}
+
+/// Keep the newest failed runs (for `--resume`) and a bounded history; prune the rest with
+/// their snapshots.
+async fn prune_runs(
+    store: &RunStore,
+    current: &str,
+    manager: &SessionManager,
+    profiles: &ProfileConfig,
+) {
+    for old in store.prune_candidates(
+        ignis_runner::runs::KEEP_FAILED_RUNS,
+        ignis_runner::runs::KEEP_RUNS,
+        current,
+    ) {
+        if still_running(&old) {
+            continue;
+        }
+        if let Err(e) = remove_run(store, &old, Some(manager), profiles).await {
+            eprintln!("ignis: warning: pruning run {}: {e:#}", old.run_id);
+        }
+    }
 }
 
 /// The `inputs` context and the event payload of a run. `workflow_dispatch` and
