@@ -82,6 +82,7 @@ mod child;
 mod snapshot;
 mod sys;
 
+pub use cgroup::prewarm_migration;
 pub use sys::Step;
 
 use crate::provider::{

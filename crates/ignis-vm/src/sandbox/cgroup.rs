@@ -305,6 +305,84 @@ pub fn sweep(parents: &[PathBuf], is_orphan: impl Fn(&str) -> bool) -> Vec<PathB
     out
 }
 
+/// Starts, on a short-lived thread, a no-op migration of this process into the cgroup it is
+/// already in, so that the sandbox's first real migration ([`SessionCgroup::attach`]) does
+/// not wait for a whole RCU grace period.
+///
+/// Why: writing to `cgroup.procs` takes the kernel's global `cgroup_threadgroup_rwsem` for
+/// writing, and the first writer after a quiet spell waits for an RCU grace period while
+/// that lock switches to its writer mode (`rcu_sync_enter`; 6-10 ms on this project's CI
+/// host, more than the rest of an allocation). Writers within about one grace period after
+/// the previous one find it already switched and take microseconds; a writer arriving while
+/// the switch is under way shares that grace period. Calling this early in a command that is
+/// about to allocate a sandbox overlaps the wait with the command's other start-up work
+/// (reading workflows, `git`, planning). Hosts mounted with `favordynmods` never wait.
+///
+/// Only as root (an ordinary user cannot write the file); the write goes to the group this
+/// process is verifiably in already (its pid is listed in that `cgroup.procs`), so nothing
+/// moves. Every failure is ignored: the allocation then simply pays the wait itself.
+pub fn prewarm_migration() {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ignis-cgroup-warm".into())
+        .spawn(|| {
+            let pid = std::process::id();
+            let (Ok(own), Ok(mountinfo)) = (
+                fs::read_to_string("/proc/self/cgroup"),
+                fs::read_to_string("/proc/self/mountinfo"),
+            ) else {
+                return;
+            };
+            let listed = |procs: &Path| {
+                fs::read_to_string(procs).is_ok_and(|t| {
+                    t.split_whitespace()
+                        .any(|p| p.parse::<u32>().ok() == Some(pid))
+                })
+            };
+            let mounts = parse_mountinfo(&mountinfo);
+            if let Some(procs) = own_group_procs(&own, &mounts)
+                .into_iter()
+                .find(|p| listed(p))
+            {
+                let _ = fs::write(procs, pid.to_string());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!(error = %e, "cgroup prewarm thread not started");
+    }
+}
+
+/// Candidate `cgroup.procs` files of the groups this process is in (from `/proc/self/cgroup`
+/// text), v1 hierarchies first (hybrid hosts, where the sandbox's limits live), then v2.
+fn own_group_procs(own: &str, mounts: &[CgroupMount]) -> Vec<PathBuf> {
+    let mut v1 = Vec::new();
+    let mut v2 = Vec::new();
+    for line in own.lines() {
+        // hierarchy-id:controller-list:path
+        let mut f = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let rel = path.trim_start_matches('/');
+        if controllers.is_empty() {
+            for m in mounts.iter().filter(|m| m.v2) {
+                v2.push(m.path.join(rel).join("cgroup.procs"));
+            }
+            continue;
+        }
+        let names: Vec<&str> = controllers.split(',').collect();
+        for m in mounts.iter().filter(|m| !m.v2) {
+            if m.options.iter().any(|o| names.contains(&o.as_str())) {
+                v1.push(m.path.join(rel).join("cgroup.procs"));
+            }
+        }
+    }
+    v1.extend(v2);
+    v1
+}
+
 /// Kills every process of each group (cgroup.kill on v2, SIGKILL per task on v1) and removes
 /// the directories. Missing directories count as removed. Used by release and by reap.
 pub fn remove_dirs(dirs: &[PathBuf]) -> io::Result<()> {
@@ -354,6 +432,25 @@ fn remove_one(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prewarm_targets_the_groups_this_process_is_in() {
+        let mounts = parse_mountinfo(
+            "30 25 0:26 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n\
+             33 25 0:29 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n\
+             34 25 0:30 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n",
+        );
+        let own = "8:pids:/\n4:memory:/svc/a\n1:name=systemd:/\n0::/user.slice\n";
+        assert_eq!(
+            own_group_procs(own, &mounts),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/pids/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/memory/svc/a/cgroup.procs"),
+                PathBuf::from("/sys/fs/cgroup/unified/user.slice/cgroup.procs"),
+            ]
+        );
+        assert!(own_group_procs("garbage\n", &mounts).is_empty());
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
