@@ -455,52 +455,25 @@ impl WorkflowExecutor {
             restored,
         };
         let mut failed = None;
-        // ignis's own setup: run directory and tool cache.
-        let mkdir = format!("mkdir -p '{}' '{}'", sref.root, sref.tool_cache);
-        if let Err(e) = self.phase_command(rt, &sref, Phase::Setup, &mkdir).await {
-            failed = Some(e);
-        }
-        // The event payload file (GITHUB_EVENT_PATH).
-        if failed.is_none() {
-            let cmd = format!("write {}", sref.event_path);
-            rt.bus.emit(RunEvent::CommandStarted {
-                phase: Phase::Setup,
-                session_id: sref.session_id.clone(),
-                vm_id: sref.vm_id.clone(),
-                command: cmd.clone(),
-            });
-            let r = sref
-                .agent
-                .write_file(&sref.event_path, rt.event_json.clone(), 0o644)
-                .await;
-            rt.bus.emit(RunEvent::CommandFinished {
-                phase: Phase::Setup,
-                session_id: sref.session_id.clone(),
-                vm_id: sref.vm_id.clone(),
-                command: cmd,
-                exit_code: Some(if r.is_ok() { 0 } else { 1 }),
-            });
-            if let Err(e) = r {
-                failed = Some(format!("writing the event file: {e}"));
-            }
-        }
-        // Probe the tools GitHub's shells and node actions need.
-        if failed.is_none() {
-            let probe = "command -v bash || echo; command -v node || echo";
-            match self
-                .phase_command_output(rt, &sref, Phase::Setup, probe)
-                .await
-            {
-                Ok(out) => {
-                    let mut lines = out.lines();
-                    sref.tools.bash = lines.next().is_some_and(|l| !l.trim().is_empty());
-                    sref.tools.node = lines
-                        .next()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .map(str::to_string);
-                }
-                Err(e) => failed = Some(e),
+        // ignis's own setup, two round trips run concurrently: the run directory, its tool
+        // cache and the event payload file (GITHUB_EVENT_PATH) from one tar, and the probe
+        // for the tools GitHub's shells and node actions need (shell builtins: one process).
+        // Both show up as setup commands.
+        let probe = "command -v bash || echo; command -v node || echo";
+        let (layout, probed) = tokio::join!(
+            self.setup_layout(rt, &sref),
+            self.phase_command_output(rt, &sref, Phase::Setup, probe)
+        );
+        match (layout, probed) {
+            (Err(e), _) | (Ok(()), Err(e)) => failed = Some(e),
+            (Ok(()), Ok(out)) => {
+                let mut lines = out.lines();
+                sref.tools.bash = lines.next().is_some_and(|l| !l.trim().is_empty());
+                sref.tools.node = lines
+                    .next()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string);
             }
         }
         if failed.is_none() && !restored {
@@ -602,6 +575,34 @@ impl WorkflowExecutor {
             session_id: info.session_id,
             vm_id: info.vm_id,
         });
+    }
+
+    /// Creates the run directory with its tool cache and the event payload file in one
+    /// `put_tar` (no process in the machine), reported as one setup command.
+    async fn setup_layout(&self, rt: &Arc<RunShared>, sref: &SessionRef) -> Result<(), String> {
+        let command = format!("create {} and {}", sref.tool_cache, sref.event_path);
+        rt.bus.emit(RunEvent::CommandStarted {
+            phase: Phase::Setup,
+            session_id: sref.session_id.clone(),
+            vm_id: sref.vm_id.clone(),
+            command: command.clone(),
+        });
+        let r = match layout_tar(&rt.event_json) {
+            Ok(tar) => sref
+                .agent
+                .put_tar(&sref.root, tar)
+                .await
+                .map_err(|e| format!("creating the run directory and event file: {e}")),
+            Err(e) => Err(format!("packing the run directory: {e}")),
+        };
+        rt.bus.emit(RunEvent::CommandFinished {
+            phase: Phase::Setup,
+            session_id: sref.session_id.clone(),
+            vm_id: sref.vm_id.clone(),
+            command,
+            exit_code: Some(if r.is_ok() { 0 } else { 1 }),
+        });
+        r
     }
 
     async fn phase_command(
@@ -1539,4 +1540,22 @@ impl LegSessions {
             LegSessions::PerLeg => None,
         }
     }
+}
+
+/// The run directory's initial contents, relative to it: `tool-cache/` and `event.json`.
+fn layout_tar(event_json: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = tar::Header::new_gnu();
+    dir.set_entry_type(tar::EntryType::Directory);
+    dir.set_size(0);
+    dir.set_mode(0o755);
+    dir.set_mtime(0);
+    b.append_data(&mut dir, "tool-cache/", std::io::empty())?;
+    let mut file = tar::Header::new_gnu();
+    file.set_entry_type(tar::EntryType::Regular);
+    file.set_size(event_json.len() as u64);
+    file.set_mode(0o644);
+    file.set_mtime(0);
+    b.append_data(&mut file, "event.json", event_json)?;
+    b.into_inner()
 }
