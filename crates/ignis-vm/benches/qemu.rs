@@ -71,7 +71,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let cold = QemuProvider::new(QemuConfig::from_env());
+    let cold = QemuProvider::new(QemuConfig {
+        from_template: false,
+        ..QemuConfig::from_env()
+    });
     if let Err(e) = cold.qemu_available() {
         eprintln!("skipped: {e}");
         return;
@@ -124,7 +127,7 @@ async fn main() {
             let t = Instant::now();
             let snap = cold.snapshot(&vm, "bench").await.expect("snapshot");
             snapshots.push(t.elapsed());
-            QemuProvider::remove_snapshot(&snap).expect("remove snapshot");
+            cold.remove_snapshot(&snap).await.expect("remove snapshot");
         }
         cold.release(&vm).await.expect("release");
     }

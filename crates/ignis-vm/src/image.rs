@@ -8,14 +8,24 @@
 //! Kernels are cached separately under `<cache>/kernels/<package>_<version>` so a new agent
 //! does not download the kernel again.
 //!
-//! The root filesystem is an initramfs (newc cpio, uncompressed: under TCG decompressing costs
-//! more than copying): busybox-static for the basic tools, bash and git with their shared
-//! libraries (found with `ldd`), the agent, the virtio modules the cloud kernel builds as
-//! modules, and a small `/init` that mounts the pseudo filesystems, loads the modules and
-//! `exec`s the agent on the port named `ignis.agent`.
+//! The root filesystem comes in two forms, both built by [`build`]:
+//! - an initramfs (`initrd.cpio`, newc, uncompressed: under TCG decompressing costs more than
+//!   copying): busybox-static for the basic tools, bash and git with their shared libraries
+//!   (found with `ldd`), the agent, the virtio modules the cloud kernel builds as modules, and a
+//!   small `/init` that mounts the pseudo filesystems, loads the modules and `exec`s the agent on
+//!   the port named `ignis.agent`. Firecracker, and QEMU with an image built without packages,
+//!   boot it as the whole root.
+//! - when the recipe lists Debian packages (the default: [`rootdisk::DEFAULT_PACKAGES`]), an ext4
+//!   root disk (`rootfs.ext4`, see [`rootdisk`]) holding the same userland plus those packages,
+//!   and a tiny boot initramfs (`initrd-boot.cpio`: busybox, the modules, `/init`) whose `/init`
+//!   loads `virtio_blk` (a module in the cloud kernel; ext4 is built in), mounts the disk named by
+//!   `ignis.root=` on the kernel command line and `switch_root`s into it, where the same `/init`
+//!   starts the agent.
 
 /// The newc cpio writer.
 pub mod cpio;
+/// The ext4 root disk: Debian packages unpacked and `mkfs.ext4 -d`.
+pub mod rootdisk;
 /// ELF `vmlinux` extraction from a bzImage.
 pub mod vmlinux;
 
@@ -29,7 +39,14 @@ use std::process::Command;
 /// Overrides the cache directory (images, kernels).
 pub const CACHE_DIR_ENV: &str = "IGNIS_CACHE_DIR";
 /// Bumped when the recipe (init script, layout) changes, so old images are not reused.
-const RECIPE_VERSION: &str = "ignis-initramfs-2";
+const RECIPE_VERSION: &str = "ignis-initramfs-3";
+/// Lists the Debian packages of the root disk (comma or space separated) for
+/// [`ImageRecipe::default_for_host`]; empty or `none` builds an initramfs-only image.
+pub const PACKAGES_ENV: &str = "IGNIS_IMAGE_PACKAGES";
+/// Kernel command-line parameter naming the root disk the boot initramfs switches to.
+pub const ROOT_PARAM: &str = "ignis.root";
+/// Present only on the root disk: tells `/init` it already runs from the disk.
+const DISK_MARKER: &str = "etc/ignis-root-disk";
 /// The meta package whose dependency names the versioned cloud kernel.
 pub const DEFAULT_KERNEL_META: &str = "linux-image-cloud-amd64";
 /// Modules the cloud kernel builds as `=m` and the guest needs: virtio transport over MMIO
@@ -119,6 +136,9 @@ pub struct ImageRecipe {
     pub kernel_meta: String,
     /// Host programs (names in PATH) copied in with their shared libraries.
     pub programs: Vec<String>,
+    /// Debian packages (plus their dependency closure) for the ext4 root disk; empty: no disk,
+    /// the initramfs is the whole root.
+    pub packages: Vec<String>,
 }
 
 impl ImageRecipe {
@@ -130,8 +150,34 @@ impl ImageRecipe {
             agent: ignis_agent::agent_binary_path()?,
             kernel_meta: DEFAULT_KERNEL_META.to_owned(),
             programs: DEFAULT_PROGRAMS.iter().map(|s| (*s).to_owned()).collect(),
+            packages: packages_from_env(),
         })
     }
+}
+
+/// The root disk's packages: [`PACKAGES_ENV`] when set, else [`rootdisk::DEFAULT_PACKAGES`].
+pub fn packages_from_env() -> Vec<String> {
+    match std::env::var(PACKAGES_ENV) {
+        Ok(v) => parse_package_list(&v),
+        Err(_) => rootdisk::DEFAULT_PACKAGES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+    }
+}
+
+/// `a,b c` -> `[a, b, c]`; `none` or blank -> no packages.
+pub fn parse_package_list(v: &str) -> Vec<String> {
+    let list: Vec<String> = v
+        .split([',', ' ', '\n', '\t'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if list.len() == 1 && list[0] == "none" {
+        return Vec::new();
+    }
+    list
 }
 
 /// What an image holds, stored as `manifest.json` in its directory.
@@ -146,6 +192,17 @@ pub struct Manifest {
     pub agent_sha256: String,
     /// Seconds since the epoch.
     pub created: u64,
+}
+
+/// What an image's root disk holds, stored as `rootdisk.json` beside `rootfs.ext4`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RootDiskManifest {
+    /// The Debian packages asked for.
+    pub packages: Vec<String>,
+    /// The package files of their dependency closure that went onto the disk.
+    pub debs: Vec<String>,
+    /// The filesystem's size as the guest sees it (the file is sparse).
+    pub size_bytes: u64,
 }
 
 /// A built image in the cache.
@@ -164,17 +221,31 @@ impl GuestImage {
     pub fn vmlinux(&self) -> Option<PathBuf> {
         Some(self.dir.join("vmlinux")).filter(|p| p.is_file())
     }
-    /// The initramfs (uncompressed newc cpio).
+    /// The initramfs (uncompressed newc cpio) holding the whole userland.
     pub fn initrd(&self) -> PathBuf {
         self.dir.join("initrd.cpio")
     }
-    /// Total bytes on disk.
+    /// The ext4 root disk (sparse raw file), when the image has one.
+    pub fn root_disk(&self) -> Option<PathBuf> {
+        Some(self.dir.join("rootfs.ext4")).filter(|p| p.is_file())
+    }
+    /// What the root disk holds, when the image has one.
+    pub fn root_disk_manifest(&self) -> Option<RootDiskManifest> {
+        let text = fs::read(self.dir.join("rootdisk.json")).ok()?;
+        serde_json::from_slice(&text).ok()
+    }
+    /// The small initramfs that boots into [`GuestImage::root_disk`].
+    pub fn boot_initrd(&self) -> PathBuf {
+        self.dir.join("initrd-boot.cpio")
+    }
+    /// Bytes the image really occupies on the host (allocated blocks: the root disk is sparse).
     pub fn size(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
         fs::read_dir(&self.dir)
             .map(|rd| {
                 rd.filter_map(Result::ok)
                     .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
+                    .map(|m| m.blocks() * 512)
                     .sum()
             })
             .unwrap_or(0)
@@ -261,16 +332,7 @@ fn run(cmd: &mut Command) -> Result<String, ImageError> {
 /// [`resolve_kernel`], remembered in the cache until apt's package lists change (two
 /// `apt-cache` runs cost seconds on a loaded host, on every allocation otherwise).
 fn resolve_kernel_cached(cache: &Path, meta: &str) -> Result<(String, String), ImageError> {
-    let stamp = ["/var/cache/apt/pkgcache.bin", "/var/lib/apt/lists"]
-        .iter()
-        .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
-        .map(|t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-                .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join(",");
+    let stamp = apt_stamp();
     let memo = cache
         .join("kernels")
         .join(format!("{}.resolved", sanitize_name(meta)));
@@ -293,6 +355,21 @@ fn resolve_kernel_cached(cache: &Path, meta: &str) -> Result<(String, String), I
         let _ = fs::write(&memo, format!("{stamp}\n{pkg}\n{ver}"));
     }
     Ok((pkg, ver))
+}
+
+/// Changes whenever apt's package lists do (`apt-get update`): memoized resolutions are valid
+/// while it stays the same. Empty when apt's state cannot be read (nothing is memoized then).
+fn apt_stamp() -> String {
+    ["/var/cache/apt/pkgcache.bin", "/var/lib/apt/lists"]
+        .iter()
+        .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+        .map(|t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn sanitize_name(s: &str) -> String {
@@ -341,6 +418,11 @@ fn sha256_file(path: &Path) -> Result<String, ImageError> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A program by name in `PATH` (or the sbin dirs), or a path that exists.
+pub fn which_program(name: &str) -> Option<PathBuf> {
+    which(name)
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -413,15 +495,43 @@ impl Payload {
     }
 }
 
-/// The `/init` script: mount, load modules, find the agent's port, hand over to the agent.
+/// The `/init` script: mount, load modules, switch to the root disk when the kernel command line
+/// names one, find the agent's port, hand over to the agent. The same script is `/init` of the
+/// initramfs and of the root disk; the disk's marker file tells the second run where it is.
 fn init_script() -> String {
     format!(
         r#"#!/bin/sh
 # ignis guest init: pseudo filesystems, virtio modules, then the agent as the only service.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
+if [ ! -e /{DISK_MARKER} ]; then
+  mount -t proc proc /proc
+  mount -t sysfs sysfs /sys
+  mount -t devtmpfs devtmpfs /dev
+  # modules have no depmod data here: retry until every dependency is in
+  for pass in 1 2 3; do
+    for m in /lib/modules/ignis/*.ko; do insmod "$m" 2>/dev/null; done
+  done
+  # a root disk (`{ROOT_PARAM}=/dev/vda`): mount it and run this script again from there
+  root=""
+  for arg in $(cat /proc/cmdline); do
+    case "$arg" in
+      {ROOT_PARAM}=*) root="${{arg#{ROOT_PARAM}=}}" ;;
+    esac
+  done
+  if [ -n "$root" ]; then
+    for try in $(seq 1 500); do
+      [ -b "$root" ] && break
+      sleep 0.01
+    done
+    mkdir -p /newroot
+    if ! mount -t ext4 -o noatime,noinit_itable "$root" /newroot; then
+      echo "ignis-init: cannot mount the root disk $root" >/dev/console
+      poweroff -f
+    fi
+    for m in dev proc sys; do mount --move /$m /newroot/$m; done
+    exec switch_root /newroot /init
+  fi
+fi
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
@@ -433,10 +543,6 @@ ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 hostname ignis
 ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
-# modules have no depmod data here: retry until every dependency is in
-for pass in 1 2 3; do
-  for m in /lib/modules/ignis/*.ko; do insmod "$m" 2>/dev/null; done
-done
 # Firecracker has no virtio-serial: its kernel command line says `{TRANSPORT_PARAM}=vsock:PORT`
 # and the agent listens on that vsock port instead (explicit, so the choice is deterministic).
 vsock_port=""
@@ -565,7 +671,9 @@ fn ensure_kernel(cache: &Path, pkg: &str, version: &str) -> Result<PathBuf, Imag
 
 /// Build the image for `recipe`, or return the cached one with the same key.
 ///
-/// Blocking (downloads, hashing, writing tens of MB): call it from `spawn_blocking`.
+/// Blocking (downloads, hashing, writing tens of MB): call it from `spawn_blocking`. Builders
+/// of the same key (threads or processes) take turns on a lock file, so the second one finds
+/// the first one's image instead of building it again.
 pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
     let (pkg, version) = resolve_kernel_cached(&recipe.cache_dir, &recipe.kernel_meta)?;
     let busybox = ["/usr/bin/busybox", "/bin/busybox"]
@@ -589,8 +697,16 @@ pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
     payload
         .files
         .insert("/usr/bin/busybox".into(), (busybox.clone(), 0o755));
+    let mut packages = recipe.packages.clone();
+    packages.sort();
+    packages.dedup();
+    let debs = if packages.is_empty() {
+        Vec::new()
+    } else {
+        rootdisk::resolve_cached(&recipe.cache_dir, &packages)?
+    };
 
-    // The key: recipe version, kernel, and the bytes of every host file.
+    // The key: recipe version, kernel, the bytes of every host file, the package files.
     let mut h = Sha256::new();
     h.update(RECIPE_VERSION);
     h.update(format!("\0{pkg}\0{version}\0"));
@@ -603,6 +719,9 @@ pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
         }
         h.update(format!("{at}\0{sum}\0"));
     }
+    for d in &debs {
+        h.update(format!("deb\0{}\0{}\0", d.file, d.hash));
+    }
     let key = hex(&h.finalize())[..16].to_owned();
     let images = images_dir(&recipe.cache_dir);
     let dir = images.join(&key);
@@ -610,6 +729,10 @@ pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
         return Ok(img);
     }
     fs::create_dir_all(&images).map_err(io_err(format!("creating {}", images.display())))?;
+    let _lock = lock_file(&images.join(format!(".{key}.lock")))?;
+    if let Ok(img) = GuestImage::load(&dir) {
+        return Ok(img);
+    }
     let kernel = ensure_kernel(&recipe.cache_dir, &pkg, &version)?;
     let release =
         fs::read_to_string(kernel.join("release")).map_err(io_err("reading kernel release"))?;
@@ -628,13 +751,26 @@ pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
                 .map_err(io_err("copying vmlinux"))?;
         }
     }
-    write_initramfs(
-        &out.join("initrd.cpio"),
-        &payload,
-        &busybox,
-        &kernel.join("modules"),
-        work.path(),
-    )?;
+    // strip the agent once for both roots
+    if let Some((host, _)) = payload.files.get_mut("/usr/bin/ignis-agent") {
+        *host = stripped_copy(host, work.path())?;
+    }
+    let modules = kernel.join("modules");
+    write_initramfs(&out.join("initrd.cpio"), &payload, &busybox, &modules)?;
+    if !debs.is_empty() {
+        let tree = work.path().join("rootfs");
+        rootdisk::unpack(&recipe.cache_dir, &debs, &tree)?;
+        let mut sink = TreeSink { root: tree.clone() };
+        write_userland(&mut sink, &payload, &busybox, None)?;
+        sink.file(DISK_MARKER, 0o644, b"")
+            .map_err(io_err("writing the root tree"))?;
+        rootdisk::make_ext4(&tree, &out.join("rootfs.ext4"))?;
+        // the boot initramfs only needs busybox, the modules and /init
+        let mut boot = Payload::default();
+        boot.files
+            .insert("/usr/bin/busybox".into(), (busybox.clone(), 0o755));
+        write_initramfs(&out.join("initrd-boot.cpio"), &boot, &busybox, &modules)?;
+    }
     let manifest = Manifest {
         key: key.clone(),
         kernel_package: pkg,
@@ -646,6 +782,18 @@ pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     };
+    if !debs.is_empty() {
+        let disk = RootDiskManifest {
+            packages,
+            debs: debs.iter().map(|d| d.file.clone()).collect(),
+            size_bytes: rootdisk::ROOT_DISK_BYTES,
+        };
+        let json = serde_json::to_vec_pretty(&disk).map_err(|e| ImageError::Manifest {
+            path: out.join("rootdisk.json"),
+            detail: e.to_string(),
+        })?;
+        fs::write(out.join("rootdisk.json"), json).map_err(io_err("writing rootdisk.json"))?;
+    }
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| ImageError::Manifest {
         path: out.join("manifest.json"),
         detail: e.to_string(),
@@ -657,6 +805,19 @@ pub fn build(recipe: &ImageRecipe) -> Result<GuestImage, ImageError> {
         Err(e) => return Err(io_err(format!("installing {}", dir.display()))(e)),
     }
     GuestImage::load(&dir)
+}
+
+/// An exclusive `flock` on `path` (created), released when the file is dropped.
+fn lock_file(path: &Path) -> Result<fs::File, ImageError> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(format!("opening {}", path.display())))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|e| io_err(format!("locking {}", path.display()))(e.into()))?;
+    Ok(f)
 }
 
 /// The agent with its debug info stripped when `strip` exists (a debug build is ~50 MB, which
@@ -676,16 +837,111 @@ fn stripped_copy(host: &Path, scratch: &Path) -> Result<PathBuf, ImageError> {
     Ok(if ok { dest } else { host.to_owned() })
 }
 
+/// Where a root's entries go: a cpio archive (initramfs) or a directory tree (root disk).
+/// Names have no leading `/`.
+trait RootSink {
+    fn dir(&mut self, name: &str, perm: u32) -> std::io::Result<()>;
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> std::io::Result<()>;
+    fn symlink(&mut self, name: &str, target: &str) -> std::io::Result<()>;
+    fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> std::io::Result<()>;
+}
+
+impl<W: Write> RootSink for cpio::NewcWriter<W> {
+    fn dir(&mut self, name: &str, perm: u32) -> std::io::Result<()> {
+        cpio::NewcWriter::dir(self, name, perm)
+    }
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> std::io::Result<()> {
+        cpio::NewcWriter::file(self, name, perm, data)
+    }
+    fn symlink(&mut self, name: &str, target: &str) -> std::io::Result<()> {
+        cpio::NewcWriter::symlink(self, name, target)
+    }
+    fn char_dev(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> std::io::Result<()> {
+        cpio::NewcWriter::char_dev(self, name, perm, major, minor)
+    }
+}
+
+/// A directory tree that already holds unpacked packages: files replace what is there (the
+/// host's agent, bash, git and their libraries must be the ones that run), links and
+/// directories are only added where nothing exists (a package's real program beats a busybox
+/// applet), and device nodes are skipped (devtmpfs provides them; mknod would need root).
+struct TreeSink {
+    root: PathBuf,
+}
+
+impl TreeSink {
+    fn at(&self, name: &str) -> PathBuf {
+        self.root.join(name.trim_start_matches('/'))
+    }
+}
+
+impl RootSink for TreeSink {
+    fn dir(&mut self, name: &str, perm: u32) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.at(name);
+        if fs::symlink_metadata(&p).is_ok() {
+            return Ok(());
+        }
+        fs::create_dir_all(&p)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(perm))
+    }
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.at(name);
+        if let Ok(m) = fs::symlink_metadata(&p) {
+            if m.is_dir() {
+                fs::remove_dir_all(&p)?;
+            } else {
+                fs::remove_file(&p)?;
+            }
+        }
+        if let Some(parent) = p.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(&p, data)?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(perm))
+    }
+    fn symlink(&mut self, name: &str, target: &str) -> std::io::Result<()> {
+        let p = self.at(name);
+        if fs::symlink_metadata(&p).is_ok() {
+            return Ok(());
+        }
+        std::os::unix::fs::symlink(target, p)
+    }
+    fn char_dev(
+        &mut self,
+        _name: &str,
+        _perm: u32,
+        _major: u32,
+        _minor: u32,
+    ) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn write_initramfs(
     path: &Path,
     payload: &Payload,
     busybox: &Path,
     modules: &Path,
-    scratch: &Path,
 ) -> Result<(), ImageError> {
     let f = fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?;
     let mut w = cpio::NewcWriter::new(BufWriter::new(f));
-    let e = io_err("writing the initramfs");
+    write_userland(&mut w, payload, busybox, Some(modules))?;
+    let mut inner = w.finish().map_err(io_err("writing the initramfs"))?;
+    inner.flush().map_err(io_err("flushing the initramfs"))?;
+    Ok(())
+}
+
+/// The userland every root gets: directories, usr-merge links, `/init`, `/etc` basics, the
+/// payload (agent, programs, libraries), busybox applets, and (initramfs only) the modules.
+fn write_userland<S: RootSink>(
+    w: &mut S,
+    payload: &Payload,
+    busybox: &Path,
+    modules: Option<&Path>,
+) -> Result<(), ImageError> {
+    let e = || io_err("writing the root filesystem");
     let mut dirs = std::collections::BTreeSet::new();
     for d in [
         "usr",
@@ -706,9 +962,12 @@ fn write_initramfs(
         "var/tmp",
         "home",
         "mnt",
-        "lib/modules/ignis",
+        "newroot",
     ] {
         add_dirs(&mut dirs, d);
+    }
+    if modules.is_some() {
+        add_dirs(&mut dirs, "lib/modules/ignis");
     }
     for at in payload.files.keys() {
         if let Some(parent) = Path::new(at.trim_start_matches('/')).parent() {
@@ -722,43 +981,31 @@ fn write_initramfs(
         } else {
             0o755
         };
-        w.dir(d, perm).map_err(io_err("writing the initramfs"))?;
+        w.dir(d, perm).map_err(e())?;
     }
-    w.symlink("bin", "usr/bin")
-        .map_err(io_err("writing the initramfs"))?;
-    w.symlink("sbin", "usr/sbin")
-        .map_err(io_err("writing the initramfs"))?;
-    w.symlink("lib64", "usr/lib64")
-        .map_err(io_err("writing the initramfs"))?;
+    w.symlink("bin", "usr/bin").map_err(e())?;
+    w.symlink("sbin", "usr/sbin").map_err(e())?;
+    w.symlink("lib64", "usr/lib64").map_err(e())?;
     w.symlink("lib/x86_64-linux-gnu", "../usr/lib/x86_64-linux-gnu")
-        .map_err(io_err("writing the initramfs"))?;
-    w.char_dev("dev/console", 0o600, 5, 1)
-        .map_err(io_err("writing the initramfs"))?;
-    w.char_dev("dev/null", 0o666, 1, 3)
-        .map_err(io_err("writing the initramfs"))?;
+        .map_err(e())?;
+    w.char_dev("dev/console", 0o600, 5, 1).map_err(e())?;
+    w.char_dev("dev/null", 0o666, 1, 3).map_err(e())?;
     w.file("init", 0o755, init_script().as_bytes())
-        .map_err(io_err("writing the initramfs"))?;
+        .map_err(e())?;
     w.file(
         "etc/passwd",
         0o644,
         b"root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
     )
-    .map_err(io_err("writing the initramfs"))?;
+    .map_err(e())?;
     w.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
-        .map_err(io_err("writing the initramfs"))?;
-    w.file("etc/hostname", 0o644, b"ignis\n")
-        .map_err(io_err("writing the initramfs"))?;
+        .map_err(e())?;
+    w.file("etc/hostname", 0o644, b"ignis\n").map_err(e())?;
     w.file("etc/hosts", 0o644, b"127.0.0.1 localhost ignis\n")
-        .map_err(io_err("writing the initramfs"))?;
+        .map_err(e())?;
     for (at, (host, perm)) in &payload.files {
-        let src = if at == "/usr/bin/ignis-agent" {
-            stripped_copy(host, scratch)?
-        } else {
-            host.clone()
-        };
-        let data = fs::read(&src).map_err(io_err(format!("reading {}", src.display())))?;
-        w.file(at, *perm, &data)
-            .map_err(io_err("writing the initramfs"))?;
+        let data = fs::read(host).map_err(io_err(format!("reading {}", host.display())))?;
+        w.file(at, *perm, &data).map_err(e())?;
     }
     // busybox applets, except where a real program is present
     let list = run(Command::new(busybox).arg("--list-full"))?;
@@ -776,9 +1023,11 @@ fn write_initramfs(
         ) {
             continue;
         }
-        w.symlink(rel, "/usr/bin/busybox")
-            .map_err(io_err("writing the initramfs"))?;
+        w.symlink(rel, "/usr/bin/busybox").map_err(e())?;
     }
+    let Some(modules) = modules else {
+        return Ok(());
+    };
     let mut mods: Vec<PathBuf> = fs::read_dir(modules)
         .map_err(io_err("listing kernel modules"))?
         .filter_map(Result::ok)
@@ -792,10 +1041,8 @@ fn write_initramfs(
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         w.file(&format!("lib/modules/ignis/{name}"), 0o644, &data)
-            .map_err(io_err("writing the initramfs"))?;
+            .map_err(e())?;
     }
-    let mut inner = w.finish().map_err(e)?;
-    inner.flush().map_err(io_err("flushing the initramfs"))?;
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The QEMU backend: one `microvm` per VM, booting the guest image's kernel and initramfs,
-//! with the agent on a virtio-serial port bound to a Unix socket and QMP on another.
+//! with the agent on a virtio-serial port bound to a Unix socket and QMP on another. When the
+//! image has an ext4 root disk, the initramfs is a small one that switches to it, and each VM
+//! gets its own qcow2 overlay on it (a virtio-blk device): see [`disk`].
 //!
 //! The accelerator is chosen by a real probe: `/dev/kvm` existing proves nothing (on a nested
 //! PVM host stock kernels die with "KVM internal error … emulation failure" and QEMU *pauses*
@@ -8,12 +10,16 @@
 //! warning says so once. Every VM also has a watchdog that kills QEMU when the guest enters a
 //! dead run state (`internal-error`, `guest-panicked`), so a session fails instead of hanging.
 //!
-//! Snapshots are QMP `stop` + `migrate` to a `file:` URI; restore starts QEMU with
+//! Snapshots are QMP `stop` + `migrate` to a `file:` URI, plus the root disk's current overlay
+//! frozen as a layer (the live VM goes on with a new overlay, QMP `blockdev-add` +
+//! `blockdev-snapshot`); restore starts QEMU on a fresh overlay over that layer with
 //! `-incoming defer`, loads the file with `migrate-incoming` and `cont`s. The agent port is
 //! captured before the host ever connected (the template waits for QMP's `VSERPORT_CHANGE`
 //! instead of talking to the agent), so each clone's agent sees its host connect for the
 //! first time on the clone's own socket.
 
+/// Root-disk overlays, frozen layers and their garbage collection.
+pub mod disk;
 /// The QMP client.
 pub mod qmp;
 
@@ -69,8 +75,13 @@ pub struct QemuConfig {
     pub qemu: PathBuf,
     /// Where per-VM directories (sockets, console log) go; short, for Unix socket paths.
     pub run_dir: PathBuf,
-    /// Where snapshots go.
+    /// Where snapshots go (memory state, metadata, frozen disk layers).
     pub snapshot_dir: PathBuf,
+    /// Where each VM's root-disk overlays go (`<disk_dir>/<vm>/`): on the same filesystem as
+    /// `snapshot_dir`, so freezing a layer is a hard link (a copy otherwise).
+    pub disk_dir: PathBuf,
+    /// `qemu-img` (or a path), which creates the overlays.
+    pub qemu_img: PathBuf,
     /// The guest image to build or reuse; `None`: [`ImageRecipe::default_for_host`].
     pub recipe: Option<ImageRecipe>,
     pub accel: AccelChoice,
@@ -78,7 +89,8 @@ pub struct QemuConfig {
     pub boot_timeout: Duration,
     /// How long the KVM probe boot may take before KVM is declared unusable.
     pub kvm_probe_timeout: Duration,
-    /// Allocate by restoring a per-image template snapshot instead of booting.
+    /// Allocate by restoring a per-image template snapshot instead of booting (the template
+    /// is made by the first allocation and shared by every later process).
     pub from_template: bool,
 }
 
@@ -89,33 +101,47 @@ impl Default for QemuConfig {
             qemu: PathBuf::from("qemu-system-x86_64"),
             run_dir: std::env::temp_dir().join("ignis-qemu"),
             snapshot_dir: cache.join("snapshots"),
+            disk_dir: cache.join("qemu-disks"),
+            qemu_img: PathBuf::from("qemu-img"),
             recipe: None,
             accel: AccelChoice::Auto,
             boot_timeout: Duration::from_secs(120),
             // a KVM guest that works reaches its agent in well under a second; one that does
             // not (nested PVM) hangs silently or pauses, so do not wait long for it
             kvm_probe_timeout: Duration::from_secs(5),
-            from_template: false,
+            from_template: true,
         }
     }
 }
 
 impl QemuConfig {
-    /// The defaults, adjusted by `IGNIS_QEMU` (binary), `IGNIS_QEMU_ACCEL` (`kvm`, `tcg`,
-    /// `auto`) and `IGNIS_QEMU_TEMPLATE=1` (allocate by restoring a template snapshot).
+    /// The defaults, adjusted by `IGNIS_QEMU` (binary), `IGNIS_QEMU_IMG`, `IGNIS_QEMU_ACCEL`
+    /// (`kvm`, `tcg`, `auto`) and `IGNIS_QEMU_TEMPLATE=0` (cold-boot every VM instead of
+    /// restoring the template snapshot).
     pub fn from_env() -> Self {
         let mut c = QemuConfig::default();
         if let Some(q) = std::env::var_os("IGNIS_QEMU").filter(|q| !q.is_empty()) {
             c.qemu = PathBuf::from(q);
+        }
+        if let Some(q) = std::env::var_os("IGNIS_QEMU_IMG").filter(|q| !q.is_empty()) {
+            c.qemu_img = PathBuf::from(q);
         }
         match std::env::var("IGNIS_QEMU_ACCEL").as_deref() {
             Ok("kvm") => c.accel = AccelChoice::Force(Accel::Kvm),
             Ok("tcg") => c.accel = AccelChoice::Force(Accel::Tcg),
             _ => {}
         }
-        c.from_template = std::env::var("IGNIS_QEMU_TEMPLATE").is_ok_and(|v| v == "1");
+        c.from_template = template_from_env(std::env::var("IGNIS_QEMU_TEMPLATE").ok().as_deref());
         c
     }
+}
+
+/// `IGNIS_QEMU_TEMPLATE`: on unless `0`, `false`, `no` or `off`.
+fn template_from_env(v: Option<&str>) -> bool {
+    !matches!(
+        v.map(str::trim).map(str::to_ascii_lowercase).as_deref(),
+        Some("0" | "false" | "no" | "off")
+    )
 }
 
 /// The per-process verdict of the KVM probe (one probe even when VMs start at once).
@@ -130,6 +156,18 @@ struct Running {
     qmp: Arc<AsyncMutex<Qmp>>,
     watchdog: tokio::task::JoinHandle<()>,
     launch: Launch,
+    /// The VM's root-disk overlays (`<disk_dir>/<vm>/`), with a disk.
+    disk: Option<LiveDisk>,
+}
+
+/// The live overlay of a VM with a root disk.
+#[derive(Debug, Clone)]
+struct LiveDisk {
+    dir: PathBuf,
+    /// The overlay QEMU writes to now.
+    current: PathBuf,
+    /// Its QMP node name is `root{generation}`; each snapshot adds one.
+    generation: u32,
 }
 
 /// What a VM was started with: restore needs the same machine.
@@ -139,6 +177,24 @@ struct Launch {
     accel: Accel,
     vcpus: u32,
     memory_mib: u64,
+    /// Boots the image's root disk (an overlay over it, or over a snapshot's frozen layer).
+    #[serde(default)]
+    disk: bool,
+}
+
+impl Launch {
+    fn root_disk(&self) -> PathBuf {
+        self.image_dir.join("rootfs.ext4")
+    }
+}
+
+/// What a new VM's root-disk overlay is created on.
+#[derive(Debug, Clone)]
+enum Backing {
+    /// The image's raw ext4 disk (a fresh boot).
+    Image,
+    /// A snapshot's frozen layer (a restore).
+    Layer(PathBuf),
 }
 
 /// The QEMU backend. Cheap to share behind `Arc`.
@@ -147,7 +203,10 @@ pub struct QemuProvider {
     config: QemuConfig,
     image: tokio::sync::OnceCell<GuestImage>,
     running: Mutex<HashMap<VmId, Running>>,
-    template: tokio::sync::OnceCell<SnapshotId>,
+    /// Template snapshots by file, one per machine shape, made at most once per process.
+    templates: AsyncMutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<SnapshotId>>>>,
+    /// The last template used, for tests and benches.
+    last_template: Mutex<Option<SnapshotId>>,
 }
 
 fn unavailable(reason: impl Into<String>) -> VmError {
@@ -212,7 +271,8 @@ impl QemuProvider {
             config,
             image: tokio::sync::OnceCell::new(),
             running: Mutex::new(HashMap::new()),
-            template: tokio::sync::OnceCell::new(),
+            templates: AsyncMutex::new(HashMap::new()),
+            last_template: Mutex::new(None),
         }
     }
 
@@ -330,23 +390,20 @@ impl QemuProvider {
         )))
     }
 
-    /// Delete a snapshot made by [`VmProvider::snapshot`] (state file and its metadata; a
-    /// snapshot is ~100 MB). Missing files are not an error.
-    pub fn remove_snapshot(snapshot: &SnapshotId) -> Result<(), VmError> {
-        let file = PathBuf::from(&snapshot.0);
-        for p in [file.with_extension("json"), file] {
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
-            }
-        }
-        Ok(())
+    /// The template snapshot allocations restore from, once made or found.
+    pub fn template_snapshot(&self) -> Option<SnapshotId> {
+        self.last_template
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
-    /// The template snapshot allocations restore from, once made.
-    pub fn template_snapshot(&self) -> Option<SnapshotId> {
-        self.template.get().cloned()
+    /// Delete the disk layers of removed snapshots that nothing uses any more (best effort:
+    /// a failure leaves files for the next collection).
+    fn collect_layers(&self) {
+        if let Err(e) = disk::collect(&self.config.snapshot_dir, &self.config.disk_dir) {
+            tracing::warn!("qemu: collecting unused snapshot disk layers: {e}");
+        }
     }
 
     /// The probe's verdict if it already ran in this process.
@@ -362,6 +419,7 @@ impl QemuProvider {
             accel: Accel::Kvm,
             vcpus: 1,
             memory_mib: 512,
+            disk: image.root_disk().is_some(),
         };
         let spec = VmSpec {
             vm_type: "kvm-probe".into(),
@@ -374,7 +432,13 @@ impl QemuProvider {
             network: NetworkPolicy::None,
         };
         let result = self
-            .boot(&spec, launch, None, self.config.kvm_probe_timeout)
+            .boot(
+                &spec,
+                launch,
+                None,
+                Backing::Image,
+                self.config.kvm_probe_timeout,
+            )
             .await;
         match result {
             Ok(vm) => {
@@ -385,8 +449,22 @@ impl QemuProvider {
         }
     }
 
-    fn qemu_args(&self, launch: &Launch, dir: &Path, incoming: bool) -> Vec<String> {
+    /// QEMU's arguments; `overlay` is the root disk's top layer when `launch.disk`.
+    fn qemu_args(
+        &self,
+        launch: &Launch,
+        dir: &Path,
+        incoming: bool,
+        overlay: Option<&Path>,
+    ) -> Vec<String> {
         let image_dir = &launch.image_dir;
+        let (initrd, cmdline) = match overlay {
+            Some(_) => (
+                image_dir.join("initrd-boot.cpio"),
+                format!("{} {}=/dev/vda", kernel_cmdline(), image::ROOT_PARAM),
+            ),
+            None => (image_dir.join("initrd.cpio"), kernel_cmdline()),
+        };
         let mut a: Vec<String> = vec![
             "-nodefaults".into(),
             "-no-user-config".into(),
@@ -409,9 +487,9 @@ impl QemuProvider {
             "-kernel".into(),
             image_dir.join("vmlinuz").display().to_string(),
             "-initrd".into(),
-            image_dir.join("initrd.cpio").display().to_string(),
+            initrd.display().to_string(),
             "-append".into(),
-            kernel_cmdline(),
+            cmdline,
             "-chardev".into(),
             format!("file,id=con,path={}", dir.join("console.log").display()),
             "-serial".into(),
@@ -433,11 +511,65 @@ impl QemuProvider {
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", dir.join("qmp.sock").display()),
         ];
+        if let Some(overlay) = overlay {
+            // node names `root{N}`: a snapshot adds the next generation on top
+            let node = serde_json::json!({
+                "driver": "qcow2",
+                "node-name": "root0",
+                "file": { "driver": "file", "filename": overlay.display().to_string() },
+            });
+            a.push("-blockdev".into());
+            a.push(node.to_string());
+            a.push("-device".into());
+            a.push("virtio-blk-device,drive=root0,id=rootdisk".into());
+        }
         if incoming {
             a.push("-incoming".into());
             a.push("defer".into());
         }
         a
+    }
+
+    /// The virtual size of the image's root disk (every layer of a chain has it).
+    fn disk_size(launch: &Launch) -> Result<u64, String> {
+        std::fs::metadata(launch.root_disk())
+            .map(|m| m.len())
+            .map_err(|e| format!("root disk {}: {e}", launch.root_disk().display()))
+    }
+
+    /// Create `<disk_dir>/<name>/disk-0.qcow2` over `backing`.
+    async fn new_overlay(
+        &self,
+        launch: &Launch,
+        name: &str,
+        backing: &Backing,
+    ) -> Result<LiveDisk, String> {
+        let dir = self.config.disk_dir.join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let current = dir.join("disk-0.qcow2");
+        let (file, format) = match backing {
+            Backing::Image => (launch.root_disk(), "raw"),
+            Backing::Layer(p) => (p.clone(), "qcow2"),
+        };
+        if !file.is_file() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(format!("disk layer {} does not exist", file.display()));
+        }
+        let made = match Self::disk_size(launch) {
+            Ok(size) => {
+                disk::create_overlay(&self.config.qemu_img, &file, format, &current, size).await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(LiveDisk {
+            dir,
+            current,
+            generation: 0,
+        })
     }
 
     /// Start QEMU for `launch` in a fresh run dir; with `incoming`, load that snapshot file.
@@ -447,6 +579,7 @@ impl QemuProvider {
         spec: &VmSpec,
         launch: Launch,
         incoming: Option<&Path>,
+        backing: Backing,
         timeout: Duration,
     ) -> Result<Vm, VmError> {
         let started = Instant::now();
@@ -464,18 +597,61 @@ impl QemuProvider {
                 .map(|n| n.to_string_lossy().trim_start_matches("vm-").to_owned())
                 .unwrap_or_default()
         ));
-        let log = std::fs::File::create(dir.join("qemu.log")).map_err(io("creating qemu.log"))?;
-        let log2 = log.try_clone().map_err(io("cloning qemu.log"))?;
+        let disk = if launch.disk {
+            let name = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            match self.new_overlay(&launch, &name, &backing).await {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    return Err(alloc_err(spec, e));
+                }
+            }
+        } else {
+            None
+        };
+        let disk_dir = disk.as_ref().map(|d| d.dir.clone());
+        let remove_dirs = {
+            let dir = dir.clone();
+            let disk_dir = disk_dir.clone();
+            move || {
+                let _ = std::fs::remove_dir_all(&dir);
+                if let Some(d) = &disk_dir {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            }
+        };
+        let log = match std::fs::File::create(dir.join("qemu.log")) {
+            Ok(l) => l,
+            Err(e) => {
+                remove_dirs();
+                return Err(io("creating qemu.log")(e));
+            }
+        };
+        let log2 = match log.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                remove_dirs();
+                return Err(io("cloning qemu.log")(e));
+            }
+        };
         let mut cmd = tokio::process::Command::new(&qemu);
-        cmd.args(self.qemu_args(&launch, &dir, incoming.is_some()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log2))
-            .kill_on_drop(true);
+        cmd.args(self.qemu_args(
+            &launch,
+            &dir,
+            incoming.is_some(),
+            disk.as_ref().map(|d| d.current.as_path()),
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .kill_on_drop(true);
         let child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
+                remove_dirs();
                 return Err(alloc_err(spec, format!("starting {}: {e}", qemu.display())));
             }
         };
@@ -484,12 +660,13 @@ impl QemuProvider {
         let cleanup = |reason: String| {
             let child = child.clone();
             let dir = dir.clone();
+            let remove_dirs = remove_dirs.clone();
             async move {
                 let mut c = child.lock().await;
                 let _ = c.kill().await;
                 let tail =
                     tail_of(&dir.join("qemu.log"), 800) + &tail_of(&dir.join("console.log"), 1500);
-                let _ = std::fs::remove_dir_all(&dir);
+                remove_dirs();
                 if tail.trim().is_empty() {
                     reason
                 } else {
@@ -576,7 +753,7 @@ impl QemuProvider {
             processes: vec![(pid, start_time)],
             mounts: Vec::new(),
             cgroups: Vec::new(),
-            paths: vec![dir.clone()],
+            paths: std::iter::once(dir.clone()).chain(disk_dir).collect(),
         };
         self.lock().insert(
             id.clone(),
@@ -587,6 +764,7 @@ impl QemuProvider {
                 qmp,
                 watchdog,
                 launch,
+                disk,
             },
         );
         Ok(Vm {
@@ -611,6 +789,7 @@ impl QemuProvider {
             accel,
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
+            disk: image.root_disk().is_some(),
         }
     }
 
@@ -627,26 +806,53 @@ impl QemuProvider {
         Ok(())
     }
 
-    /// The template snapshot of this provider's image: booted, agent waiting for its host.
+    /// The template snapshot of this provider's image for `spec`'s machine shape: booted, agent
+    /// waiting for its host. Found in the snapshot dir when an earlier process made it; made
+    /// otherwise, under a lock file so concurrent processes make it once.
     async fn template(&self, spec: &VmSpec) -> Result<SnapshotId, VmError> {
-        self.template
+        let image = self.image().await?;
+        let accel = self.accel().await?;
+        let launch = self.launch_for(spec, &image, accel);
+        let file = self.template_path(&image, &launch);
+        let cell = self
+            .templates
+            .lock()
+            .await
+            .entry(file.clone())
+            .or_default()
+            .clone();
+        let snap = cell
             .get_or_try_init(|| async {
-                let image = self.image().await?;
-                let accel = self.accel().await?;
-                let launch = self.launch_for(spec, &image, accel);
-                let file = self.template_path(&image, &launch);
-                if file.is_file() && file.with_extension("json").is_file() {
+                if template_complete(&file, &launch) {
                     return Ok(SnapshotId(file.display().to_string()));
                 }
-                let made = PathBuf::from(self.make_template(spec, launch).await?.0);
-                // install under the shared name only when complete (json first: a state file
-                // without its json is never used)
-                let installed =
-                    std::fs::rename(made.with_extension("json"), file.with_extension("json"))
-                        .and_then(|()| std::fs::rename(&made, &file));
+                let lock_path = file.with_extension("lock");
+                let _lock = lock_exclusive(&lock_path)
+                    .await
+                    .map_err(|e| VmError::Snapshot {
+                        op: "template",
+                        reason: format!("locking {}: {e}", lock_path.display()),
+                    })?;
+                if template_complete(&file, &launch) {
+                    return Ok(SnapshotId(file.display().to_string()));
+                }
+                let made = PathBuf::from(self.make_template(spec, launch.clone()).await?.0);
+                // install under the shared name: layer, then metadata, then state, so a state
+                // file is never seen without its metadata and layer
+                let mut installed = Ok(());
+                if launch.disk {
+                    installed =
+                        std::fs::rename(made.with_extension("qcow2"), file.with_extension("qcow2"));
+                }
+                let installed = installed
+                    .and_then(|()| {
+                        std::fs::rename(made.with_extension("json"), file.with_extension("json"))
+                    })
+                    .and_then(|()| std::fs::rename(&made, &file));
                 if let Err(e) = installed {
-                    let _ = std::fs::remove_file(made.with_extension("json"));
-                    let _ = std::fs::remove_file(&made);
+                    for ext in ["qcow2", "json", "state"] {
+                        let _ = std::fs::remove_file(made.with_extension(ext));
+                    }
                     return Err(VmError::Snapshot {
                         op: "template",
                         reason: format!("installing {}: {e}", file.display()),
@@ -654,13 +860,18 @@ impl QemuProvider {
                 }
                 Ok(SnapshotId(file.display().to_string()))
             })
-            .await
-            .cloned()
+            .await?
+            .clone();
+        *self
+            .last_template
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(snap.clone());
+        Ok(snap)
     }
 
     /// The template of an image for one machine shape, shared by every process: keyed by the
-    /// launch (image, accelerator, vcpus, memory), the kernel command line (host TSC) and the
-    /// QEMU binary, any of which would make the saved state unloadable or wrong.
+    /// launch (image, accelerator, vcpus, memory, root disk), the kernel command line (host TSC)
+    /// and the QEMU binary, any of which would make the saved state unloadable or wrong.
     fn template_path(&self, image: &GuestImage, launch: &Launch) -> PathBuf {
         use sha2::Digest;
         let qemu = self
@@ -687,7 +898,8 @@ impl QemuProvider {
     }
 
     /// Boot without ever connecting to the agent, wait until the agent opened its port
-    /// (QMP `VSERPORT_CHANGE`), and save the machine. The template VM is then discarded.
+    /// (QMP `VSERPORT_CHANGE`), and save the machine; with a root disk, the VM's overlay
+    /// becomes the template's layer. The template VM is then discarded.
     async fn make_template(&self, spec: &VmSpec, launch: Launch) -> Result<SnapshotId, VmError> {
         let qemu = self.qemu_available()?;
         let snap_err = |reason: String| VmError::Snapshot {
@@ -699,50 +911,94 @@ impl QemuProvider {
             .prefix("tpl-")
             .tempdir_in(&self.config.run_dir)
             .map_err(io("creating a template run dir"))?;
-        let mut child = tokio::process::Command::new(&qemu)
-            .args(self.qemu_args(&launch, dir.path(), false))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| snap_err(format!("starting qemu: {e}")))?;
+        let disk = if launch.disk {
+            let name = dir
+                .path()
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some(
+                self.new_overlay(&launch, &name, &Backing::Image)
+                    .await
+                    .map_err(snap_err)?,
+            )
+        } else {
+            None
+        };
         let result = async {
-            let mut q = Qmp::connect(&dir.path().join("qmp.sock"), Duration::from_secs(10))
-                .await
-                .map_err(|e| e.to_string())?;
-            let t0 = Instant::now();
-            loop {
-                let st = q.status().await.map_err(|e| e.to_string())?;
-                if qmp::is_dead_state(&st) {
-                    return Err(format!("template guest stopped in state {st}"));
+            let mut child = tokio::process::Command::new(&qemu)
+                .args(self.qemu_args(
+                    &launch,
+                    dir.path(),
+                    false,
+                    disk.as_ref().map(|d| d.current.as_path()),
+                ))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("starting qemu: {e}"))?;
+            let saved = async {
+                let mut q = Qmp::connect(&dir.path().join("qmp.sock"), Duration::from_secs(10))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let t0 = Instant::now();
+                loop {
+                    let st = q.status().await.map_err(|e| e.to_string())?;
+                    if qmp::is_dead_state(&st) {
+                        return Err(format!("template guest stopped in state {st}"));
+                    }
+                    let opened = q.events.iter().any(|e| {
+                        e["event"] == "VSERPORT_CHANGE"
+                            && e["data"]["open"] == serde_json::Value::Bool(true)
+                    });
+                    if opened {
+                        break;
+                    }
+                    if t0.elapsed() > self.config.boot_timeout {
+                        return Err("template agent never opened its port".to_owned());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                let opened = q.events.iter().any(|e| {
-                    e["event"] == "VSERPORT_CHANGE"
-                        && e["data"]["open"] == serde_json::Value::Bool(true)
-                });
-                if opened {
-                    break;
+                // Clones of one snapshot share the kernel's RNG state; the guest reseeds its
+                // CRNG (mixing RDSEED/RDRAND or the cycle counter) at the first random read
+                // once the last reseed is older than max(1 s, uptime / 2). Saving the template
+                // after that much idle time makes every clone reseed before anything (boot_id,
+                // AT_RANDOM) is drawn from it, so clones never share random values.
+                let idle = t0.elapsed() + Duration::from_secs(1);
+                tokio::time::sleep(idle).await;
+                let file = self.new_snapshot_file(spec)?;
+                // `stop` drains and flushes the block layer: the overlay is the disk as the
+                // saved memory knows it
+                let saved = match save_state(&mut q, &file).await {
+                    Ok(()) => save_launch(&file, &launch),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = saved {
+                    let _ = std::fs::remove_file(&file);
+                    let _ = std::fs::remove_file(file.with_extension("json"));
+                    return Err(e);
                 }
-                if t0.elapsed() > self.config.boot_timeout {
-                    return Err("template agent never opened its port".to_owned());
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(file)
             }
-            // Clones of one snapshot share the kernel's RNG state; the guest reseeds its CRNG
-            // (mixing RDSEED/RDRAND or the cycle counter) at the first random read once the
-            // last reseed is older than max(1 s, uptime / 2). Saving the template after that
-            // much idle time makes every clone reseed before anything (boot_id, AT_RANDOM)
-            // is drawn from it, so clones never share random values.
-            let idle = t0.elapsed() + Duration::from_secs(1);
-            tokio::time::sleep(idle).await;
-            let file = self.new_snapshot_file(spec)?;
-            save_state(&mut q, &file).await?;
-            save_launch(&file, &launch)?;
+            .await;
+            let _ = child.kill().await;
+            let file = saved?;
+            if let Some(d) = &disk {
+                // QEMU is gone: the overlay can simply move (or be copied) to the layer's name
+                let layer = file.with_extension("qcow2");
+                if std::fs::rename(&d.current, &layer).is_err() {
+                    disk::link_or_copy(&d.current, &layer)
+                        .map_err(|e| format!("keeping the template's disk layer: {e}"))?;
+                }
+            }
             Ok(SnapshotId(file.display().to_string()))
         }
         .await;
-        let _ = child.kill().await;
+        if let Some(d) = &disk {
+            let _ = std::fs::remove_dir_all(&d.dir);
+        }
         result.map_err(snap_err)
     }
 
@@ -870,6 +1126,119 @@ fn kill_recorded(pid: u32, start_time: u64) {
     let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
 }
 
+/// Whether a template's files are all there (the layer only for a launch with a disk).
+fn template_complete(file: &Path, launch: &Launch) -> bool {
+    file.is_file()
+        && file.with_extension("json").is_file()
+        && (!launch.disk || file.with_extension("qcow2").is_file())
+}
+
+/// An exclusive `flock` on `path` (created), polled so no runtime thread blocks; released when
+/// the returned file is dropped.
+async fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(f),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Remove a file, a missing one being fine.
+fn remove_if_present(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Remove a directory tree, a missing one being fine.
+fn remove_tree(p: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl QemuProvider {
+    /// Freeze the live overlay of a stopped VM as `layer` and put a new overlay on top of it
+    /// (QMP `blockdev-add` + `blockdev-snapshot`). On error the VM still runs on its old overlay
+    /// and `layer` does not exist.
+    async fn freeze_disk(
+        &self,
+        q: &mut Qmp,
+        launch: &Launch,
+        live: &LiveDisk,
+        layer: &Path,
+    ) -> Result<LiveDisk, String> {
+        disk::link_or_copy(&live.current, layer)
+            .map_err(|e| format!("linking the disk layer {}: {e}", layer.display()))?;
+        let generation = live.generation + 1;
+        let next = live.dir.join(format!("disk-{generation}.qcow2"));
+        let node = format!("root{generation}");
+        let r = async {
+            let size = Self::disk_size(launch)?;
+            disk::create_overlay(&self.config.qemu_img, layer, "qcow2", &next, size).await?;
+            q.execute(
+                "blockdev-add",
+                Some(serde_json::json!({
+                    "driver": "qcow2",
+                    "node-name": node,
+                    "file": { "driver": "file", "filename": next.display().to_string() },
+                    "backing": null,
+                })),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if let Err(e) = q
+                .execute(
+                    "blockdev-snapshot",
+                    Some(serde_json::json!({
+                        "node": format!("root{}", live.generation),
+                        "overlay": node,
+                    })),
+                )
+                .await
+            {
+                let _ = q
+                    .execute(
+                        "blockdev-del",
+                        Some(serde_json::json!({ "node-name": node })),
+                    )
+                    .await;
+                return Err(e.to_string());
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => Ok(LiveDisk {
+                dir: live.dir.clone(),
+                current: next,
+                generation,
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(layer);
+                let _ = std::fs::remove_file(&next);
+                Err(e)
+            }
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl VmProvider for QemuProvider {
     fn backend(&self) -> Backend {
@@ -889,7 +1258,7 @@ impl VmProvider for QemuProvider {
         let image = self.image().await?;
         let accel = self.accel().await?;
         let launch = self.launch_for(spec, &image, accel);
-        self.boot(spec, launch, None, self.config.boot_timeout)
+        self.boot(spec, launch, None, Backing::Image, self.config.boot_timeout)
             .await
     }
 
@@ -908,14 +1277,16 @@ impl VmProvider for QemuProvider {
             })?;
         }
         drop(running.qmp);
-        match std::fs::remove_dir_all(&running.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(VmError::Release {
+        let dirs = std::iter::once(running.dir.clone()).chain(running.disk.map(|d| d.dir));
+        for d in dirs {
+            remove_tree(&d).map_err(|e| VmError::Release {
                 id: vm.id.clone(),
-                reason: format!("removing {}: {e}", running.dir.display()),
-            }),
+                reason: format!("removing {}: {e}", d.display()),
+            })?;
         }
+        // the VM's overlays may have been the last users of removed snapshots' layers
+        self.collect_layers();
+        Ok(())
     }
 
     async fn snapshot(&self, vm: &Vm, name: &str) -> Result<SnapshotId, VmError> {
@@ -941,13 +1312,47 @@ impl VmProvider for QemuProvider {
             network: NetworkPolicy::None,
         };
         let file = self.new_snapshot_file(&spec_like).map_err(err)?;
+        // one snapshot of a VM at a time: the QMP lock is held from `stop` to `cont`
         let mut q = qmp.lock().await;
-        let saved = save_state(&mut q, &file).await;
+        // the live disk as of now (a snapshot taken meanwhile would have replaced it)
+        let live = self.lock().get(&vm.id).and_then(|r| r.disk.clone());
+        let result = async {
+            // `stop` drains and flushes the block layer: the overlay then holds exactly the
+            // disk the memory image knows
+            q.execute("stop", None).await.map_err(|e| e.to_string())?;
+            let next = match &live {
+                Some(live) => Some(
+                    self.freeze_disk(&mut q, &launch, live, &file.with_extension("qcow2"))
+                        .await?,
+                ),
+                None => None,
+            };
+            if let Some(next) = &next
+                && let Some(r) = self.lock().get_mut(&vm.id)
+            {
+                r.disk = Some(next.clone());
+            }
+            q.execute(
+                "migrate",
+                Some(serde_json::json!({ "uri": format!("file:{}", file.display()) })),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            q.wait_migration(Duration::from_secs(120))
+                .await
+                .map_err(|e| e.to_string())?;
+            save_launch(&file, &launch)
+        }
+        .await;
         // the live machine goes on either way
         let resumed = q.execute("cont", None).await;
-        saved.map_err(err)?;
+        if let Err(e) = result {
+            for ext in ["state", "json", "qcow2"] {
+                let _ = std::fs::remove_file(file.with_extension(ext));
+            }
+            return Err(err(e));
+        }
         resumed.map_err(|e| err(format!("resuming after the snapshot: {e}")))?;
-        save_launch(&file, &launch).map_err(err)?;
         Ok(SnapshotId(file.display().to_string()))
     }
 
@@ -958,8 +1363,9 @@ impl VmProvider for QemuProvider {
             op: "restore",
             reason,
         })?;
+        let backing = Backing::Layer(file.with_extension("qcow2"));
         let vm = self
-            .boot(spec, launch, Some(&file), self.config.boot_timeout)
+            .boot(spec, launch, Some(&file), backing, self.config.boot_timeout)
             .await?;
         if let Err(reason) = Self::reseed(&vm.agent).await {
             let _ = self.release(&vm).await;
@@ -969,6 +1375,38 @@ impl VmProvider for QemuProvider {
             });
         }
         Ok(vm)
+    }
+
+    /// Deletes the snapshot's memory state and metadata at once (it can no longer be
+    /// restored) and its disk layer as soon as no other layer builds on it: a later snapshot of
+    /// the same VM chain, or a live VM restored from it, keeps the layer until it is gone too
+    /// (collected after every release, reap and removal). Removing twice is fine.
+    async fn remove_snapshot(&self, snapshot: &SnapshotId) -> Result<(), VmError> {
+        let file = PathBuf::from(&snapshot.0);
+        let err = |p: &Path, e: std::io::Error| VmError::Snapshot {
+            op: "remove",
+            reason: format!("removing {}: {e}", p.display()),
+        };
+        if file.extension().is_none_or(|e| e != "state") {
+            return Err(VmError::Snapshot {
+                op: "remove",
+                reason: format!("{} is not a qemu snapshot", snapshot.0),
+            });
+        }
+        for p in [file.clone(), file.with_extension("json")] {
+            remove_if_present(&p).map_err(|e| err(&p, e))?;
+        }
+        let layer = file.with_extension("qcow2");
+        if layer.exists() {
+            let marker = disk::removed_marker(&layer);
+            std::fs::write(&marker, b"").map_err(|e| err(&marker, e))?;
+        }
+        let snapshot_dir = file.parent().unwrap_or(&self.config.snapshot_dir);
+        disk::collect(snapshot_dir, &self.config.disk_dir).map_err(|e| VmError::Snapshot {
+            op: "remove",
+            reason: format!("collecting unused disk layers: {e}"),
+        })?;
+        Ok(())
     }
 
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
@@ -1005,6 +1443,7 @@ impl VmProvider for QemuProvider {
                 }
             }
         }
+        self.collect_layers();
         Ok(())
     }
 }
@@ -1046,8 +1485,11 @@ mod tests {
             accel: Accel::Tcg,
             vcpus: 2,
             memory_mib: 512,
+            disk: false,
         };
-        let a = p.qemu_args(&launch, Path::new("/run/x"), true).join(" ");
+        let a = p
+            .qemu_args(&launch, Path::new("/run/x"), true, None)
+            .join(" ");
         assert!(a.contains("-M microvm,x-option-roms=on,pit=on"), "{a}");
         assert!(
             a.contains("socket,id=agent,path=/run/x/agent.sock,server=on,wait=off"),
@@ -1076,20 +1518,74 @@ mod tests {
         assert!(err.to_string().contains("not supported"), "{err}");
     }
 
-    #[test]
-    fn remove_snapshot_removes_state_and_metadata() {
+    #[tokio::test]
+    async fn remove_snapshot_removes_state_metadata_and_layer() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let p = QemuProvider::new(QemuConfig {
+            snapshot_dir: dir.path().to_owned(),
+            disk_dir: dir.path().join("disks"),
+            ..QemuConfig::default()
+        });
         let state = dir.path().join("s.state");
         std::fs::write(&state, b"x").expect("state");
         std::fs::write(state.with_extension("json"), b"{}").expect("json");
+        std::fs::write(state.with_extension("qcow2"), b"not used by anything").expect("layer");
         let id = SnapshotId(state.display().to_string());
-        QemuProvider::remove_snapshot(&id).expect("remove");
-        assert!(!state.exists() && !state.with_extension("json").exists());
-        QemuProvider::remove_snapshot(&id).expect("removing twice is fine");
+        p.remove_snapshot(&id).await.expect("remove");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        p.remove_snapshot(&id)
+            .await
+            .expect("removing twice is fine");
         assert!(
             load_launch(&state).is_err(),
             "a removed snapshot cannot be restored"
         );
+        let bad = SnapshotId(dir.path().join("x.txt").display().to_string());
+        assert!(p.remove_snapshot(&bad).await.is_err(), "not a snapshot");
+    }
+
+    #[test]
+    fn template_switch_is_on_unless_turned_off() {
+        assert!(template_from_env(None));
+        assert!(template_from_env(Some("1")));
+        assert!(!template_from_env(Some("0")));
+        assert!(!template_from_env(Some("off")));
+        assert!(QemuConfig::default().from_template);
+    }
+
+    #[test]
+    fn args_with_a_root_disk() {
+        let p = QemuProvider::new(QemuConfig::default());
+        let launch = Launch {
+            image_dir: PathBuf::from("/img"),
+            accel: Accel::Tcg,
+            vcpus: 1,
+            memory_mib: 512,
+            disk: true,
+        };
+        let a = p.qemu_args(
+            &launch,
+            Path::new("/run/x"),
+            false,
+            Some(Path::new("/d/disk-0.qcow2")),
+        );
+        let joined = a.join(" ");
+        assert!(joined.contains("-initrd /img/initrd-boot.cpio"), "{joined}");
+        assert!(joined.contains("ignis.root=/dev/vda"), "{joined}");
+        assert!(joined.contains("virtio-blk-device,drive=root0"), "{joined}");
+        let node = a
+            .iter()
+            .position(|x| x == "-blockdev")
+            .and_then(|i| a.get(i + 1))
+            .expect("blockdev");
+        let v: serde_json::Value = serde_json::from_str(node).expect("json");
+        assert_eq!(v["file"]["filename"], "/d/disk-0.qcow2");
+        assert_eq!(v["node-name"], "root0");
     }
 
     #[tokio::test]

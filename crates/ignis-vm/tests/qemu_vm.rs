@@ -1,15 +1,17 @@
 //! Real microVMs on the qemu backend (TCG here and in CI). Each test boots as few VMs as it
 //! can: a TCG boot costs ~3 s of CPU on a 2-core machine.
 //!
-//! Needs `qemu-system-x86_64`, busybox-static and apt access to Debian's cloud kernel (the
-//! image is built once and cached); without them every test prints `skipped: <reason>`.
+//! Needs `qemu-system-x86_64`, `qemu-img`, `mkfs.ext4`, busybox-static and apt access to
+//! Debian's cloud kernel and packages (the image, with its ext4 root disk, is built once and
+//! cached; concurrent tests wait for one build); without them every test prints
+//! `skipped: <reason>`. One test uses an image without packages (initramfs only).
 
 #![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
 use ignis_agent::{AgentClient, AgentError, ExecRequest, ExitStatus, Program};
 use ignis_vm::qemu::{QemuConfig, QemuProvider};
 use ignis_vm::sandbox::process_start_time;
-use ignis_vm::{Backend, NetworkPolicy, Vm, VmProvider, VmSpec};
+use ignis_vm::{Backend, NetworkPolicy, SnapshotId, Vm, VmProvider, VmSpec};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -42,8 +44,14 @@ fn agent_bin() -> Result<PathBuf, String> {
     ignis_agent::agent_binary_path().map_err(|e| e.to_string())
 }
 
-/// A provider, or the reason the host cannot run these tests.
+/// A provider on the default image (with its root disk), or `None` when the host cannot run
+/// these tests.
 fn provider(from_template: bool) -> Option<QemuProvider> {
+    provider_with(from_template, true)
+}
+
+/// A provider; `disk = false`: an image without packages, whose initramfs is the whole root.
+fn provider_with(from_template: bool, disk: bool) -> Option<QemuProvider> {
     let mut config = QemuConfig::default();
     let p = QemuProvider::new(config.clone());
     if let Err(e) = p.qemu_available() {
@@ -54,6 +62,13 @@ fn provider(from_template: bool) -> Option<QemuProvider> {
         && !std::path::Path::new("/bin/busybox").exists()
     {
         eprintln!("skipped: busybox-static not installed (scripts/test.sh installs it)");
+        return None;
+    }
+    if disk
+        && !(which("qemu-img")
+            && (which("mkfs.ext4") || std::path::Path::new("/usr/sbin/mkfs.ext4").exists()))
+    {
+        eprintln!("skipped: qemu-img or mkfs.ext4 not installed (scripts/test.sh installs them)");
         return None;
     }
     let agent = match agent_bin() {
@@ -71,6 +86,14 @@ fn provider(from_template: bool) -> Option<QemuProvider> {
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
+        packages: if disk {
+            ignis_vm::image::rootdisk::DEFAULT_PACKAGES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     recipe.programs.retain(|p| p != "git" || which("git"));
     config.recipe = Some(recipe);
@@ -149,6 +172,33 @@ async fn one_session_one_vm_isolated_and_fault_tolerant() {
     let (bash, st) = sh(a, "bash -c 'echo ${BASH_VERSION%%.*}'").await;
     assert!(st.success(), "bash runs: {st:?}");
     assert!(bash.parse::<u32>().is_ok(), "{bash}");
+    // the root is the image's ext4 disk (through this VM's overlay), with Debian's python3
+    let (py, st) = sh(
+        a,
+        "python3 -c 'import sys, json; print(json.dumps(sys.version_info[0]))'",
+    )
+    .await;
+    assert!(st.success(), "python3 runs: {st:?} {py}");
+    assert_eq!(py, "3");
+    let (fs, _) = sh(
+        a,
+        "stat -f -c %T /; grep ' / ' /proc/mounts | cut -d' ' -f1,3",
+    )
+    .await;
+    assert_eq!(fs, "ext2/ext3\n/dev/vda ext4", "root filesystem");
+    assert!(image.root_disk().is_some());
+    assert_eq!(
+        vm.record.paths.len(),
+        2,
+        "run dir and disk dir: {:?}",
+        vm.record.paths
+    );
+    let overlays: Vec<_> = std::fs::read_dir(&vm.record.paths[1])
+        .expect("disk dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(overlays, ["disk-0.qcow2"]);
 
     // host files, processes and loopback are out of reach
     let marker = tempfile::NamedTempFile::new_in("/tmp").expect("marker");
@@ -240,39 +290,107 @@ async fn three_vms_at_once_are_three_machines() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "{ids:?}");
+    // each has its own overlay: a write on A's disk is not on B's
+    let (_, st) = sh(&vms[0].agent, "echo from-a > /root/a && sync").await;
+    assert!(st.success(), "{st:?}");
+    let (seen, _) = sh(&vms[1].agent, "cat /root/a 2>/dev/null || echo absent").await;
+    assert_eq!(seen, "absent");
+    let (mine, _) = sh(&vms[0].agent, "cat /root/a").await;
+    assert_eq!(mine, "from-a");
     for vm in &vms {
         p.release(vm).await.expect("release");
         assert_released(vm);
     }
 }
 
+/// The files a snapshot keeps on the host (memory state, metadata, disk layer and its
+/// removal marker).
+fn snapshot_files(snap: &SnapshotId) -> Vec<PathBuf> {
+    let state = PathBuf::from(&snap.0);
+    ["state", "json", "qcow2", "removed"]
+        .iter()
+        .map(|e| state.with_extension(e))
+        .filter(|p| p.exists())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_restore_and_reap() {
     let Some(p) = provider(false) else { return };
     let vm = p.allocate(&spec()).await.expect("allocate");
-    sh(&vm.agent, "echo before-snapshot > /tmp/mark").await;
+    let (_, st) = sh(
+        &vm.agent,
+        "echo before-snapshot > /tmp/mark; echo first > /root/first",
+    )
+    .await;
+    assert!(st.success(), "{st:?}");
     let (boot, _) = sh(&vm.agent, "cat /proc/sys/kernel/random/boot_id").await;
     let snap = p.snapshot(&vm, "t").await.expect("snapshot");
-    // the original runs on
-    let (after, _) = sh(&vm.agent, "cat /tmp/mark").await;
-    assert_eq!(after, "before-snapshot");
-    let clone = p.restore(&snap, &spec()).await.expect("restore");
-    let (mark, _) = sh(&clone.agent, "cat /tmp/mark").await;
-    assert_eq!(mark, "before-snapshot");
+    assert_eq!(
+        snapshot_files(&snap).len(),
+        3,
+        "state, metadata and the frozen layer"
+    );
+    // the original runs on, writing to a new overlay over the frozen layer
+    let (after, st) = sh(
+        &vm.agent,
+        "cat /tmp/mark /root/first; echo second > /root/second; sync; cat /root/second",
+    )
+    .await;
+    assert!(st.success(), "{st:?}");
+    assert_eq!(after, "before-snapshot\nfirst\nsecond");
+
+    // a new provider (as a later process would make) restores it
+    drop(p);
+    let Some(p2) = provider(false) else { return };
+    let clone = p2.restore(&snap, &spec()).await.expect("restore");
+    let (mark, _) = sh(
+        &clone.agent,
+        "cat /tmp/mark /root/first; cat /root/second 2>/dev/null || echo no-second",
+    )
+    .await;
+    assert_eq!(mark, "before-snapshot\nfirst\nno-second");
     let (cboot, _) = sh(&clone.agent, "cat /proc/sys/kernel/random/boot_id").await;
     assert_eq!(cboot, boot, "a restored machine is the snapshotted one");
     assert_ne!(clone.id, vm.id);
-    assert_ne!(clone.record.paths, vm.record.paths, "own sockets");
-    p.release(&clone).await.expect("release clone");
-    assert_released(&clone);
-    // the reaper releases what a dead ignis left behind, from the record alone
-    p.reap(&vm.record).await.expect("reap");
-    assert_released(&vm);
-    QemuProvider::remove_snapshot(&snap).expect("remove snapshot");
-    assert!(!PathBuf::from(&snap.0).exists());
+    assert_ne!(
+        clone.record.paths, vm.record.paths,
+        "own sockets and overlay"
+    );
+
+    // a snapshot of the clone chains onto the first one's layer
+    sh(&clone.agent, "echo third > /root/third; sync").await;
+    let snap2 = p2.snapshot(&clone, "u").await.expect("second snapshot");
+    // removing the first snapshot while the second builds on its layer keeps the layer
+    p2.remove_snapshot(&snap).await.expect("remove first");
     assert!(
-        p.restore(&snap, &spec()).await.is_err(),
+        p2.restore(&snap, &spec()).await.is_err(),
         "a removed snapshot cannot be restored"
+    );
+    let clone2 = p2
+        .restore(&snap2, &spec())
+        .await
+        .expect("restore the chain");
+    let (chain, _) = sh(&clone2.agent, "cat /root/first /root/third").await;
+    assert_eq!(chain, "first\nthird");
+    p2.release(&clone2).await.expect("release clone2");
+    assert_released(&clone2);
+    p2.release(&clone).await.expect("release clone");
+    assert_released(&clone);
+
+    // the reaper releases what a dead ignis left behind, from the record alone
+    p2.reap(&vm.record).await.expect("reap");
+    assert_released(&vm);
+    p2.remove_snapshot(&snap2).await.expect("remove second");
+    assert!(
+        snapshot_files(&snap2).is_empty(),
+        "{:?}",
+        snapshot_files(&snap2)
+    );
+    assert!(
+        snapshot_files(&snap).is_empty(),
+        "the first layer goes with its last user: {:?}",
+        snapshot_files(&snap)
     );
 }
 
@@ -288,12 +406,15 @@ async fn allocation_from_a_template_snapshot() {
     )
     .await;
     assert!(st.success(), "{st:?}");
+    sh(&a.agent, "echo a > /root/who; sync").await;
     let (bb, _) = sh(
         &b.agent,
-        "cat /proc/sys/kernel/random/boot_id; cat /tmp/who 2>/dev/null || echo none",
+        "cat /proc/sys/kernel/random/boot_id; cat /tmp/who /root/who 2>/dev/null || echo none",
     )
     .await;
     assert!(bb.ends_with("none"), "clones share no state: {bb}");
+    let (py, st) = sh(&b.agent, "python3 -c 'print(6*7)'").await;
+    assert!(st.success() && py == "42", "{st:?} {py}");
     let (ida, idb) = (ba.lines().next(), bb.lines().next());
     assert!(ida.is_some_and(|i| i.len() == 36), "{ba}");
     assert_ne!(ida, idb, "clones draw distinct random values (boot_id)");
@@ -307,6 +428,10 @@ async fn allocation_from_a_template_snapshot() {
     // the template is shared across providers (processes) of the same image and shape
     let template = PathBuf::from(p.template_snapshot().expect("template made").0);
     assert!(template.is_file());
+    assert!(
+        template.with_extension("qcow2").is_file(),
+        "the template keeps its disk layer"
+    );
     drop(p);
     let Some(p2) = provider(true) else { return };
     let c = p2
@@ -322,4 +447,31 @@ async fn allocation_from_a_template_snapshot() {
     assert_ne!(Some(bc.as_str()), idb);
     p2.release(&c).await.expect("release c");
     assert_released(&c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initramfs_only_image_still_boots() {
+    let Some(p) = provider_with(false, false) else {
+        return;
+    };
+    let image = p.image().await.expect("image");
+    assert!(image.root_disk().is_none(), "no packages, no disk");
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let (root, st) = sh(&vm.agent, "stat -f -c %T /; uname -r").await;
+    assert!(st.success(), "{st:?}");
+    let mut lines = root.lines();
+    let fs = lines.next().unwrap_or_default();
+    assert!(
+        fs == "ramfs" || fs == "tmpfs",
+        "the initramfs is the root: {root}"
+    );
+    assert_eq!(lines.next(), Some(image.manifest.kernel_release.as_str()));
+    assert_eq!(
+        vm.record.paths.len(),
+        1,
+        "no overlay: {:?}",
+        vm.record.paths
+    );
+    p.release(&vm).await.expect("release");
+    assert_released(&vm);
 }

@@ -28,6 +28,10 @@ pub struct BuildArgs {
     /// Extra host programs to copy into the image with their shared libraries.
     #[arg(long = "with")]
     pub with: Vec<String>,
+    /// Debian packages for the ext4 root disk (repeatable or comma separated; replaces the
+    /// default list, or IGNIS_IMAGE_PACKAGES). `none` builds an initramfs-only image.
+    #[arg(long = "package", value_name = "PKG")]
+    pub packages: Vec<String>,
     /// The agent binary to put in the image (default: the one next to ignis).
     #[arg(long, env = "IGNIS_AGENT_BIN")]
     pub agent: Option<PathBuf>,
@@ -49,6 +53,7 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                         .iter()
                         .map(|s| (*s).to_owned())
                         .collect(),
+                    packages: image::packages_from_env(),
                 }),
                 None => Err(e),
             })?;
@@ -56,10 +61,15 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                 recipe.agent = a;
             }
             recipe.programs.extend(args.with);
+            if !args.packages.is_empty() {
+                recipe.packages = image::parse_package_list(&args.packages.join(","));
+            }
             if let Some(p) = &args.profile {
                 tracing::info!(profile = %p, "building the image for profile {p}");
             }
+            let started = std::time::Instant::now();
             let img = image::build(&recipe).context("building the guest image")?;
+            let took = started.elapsed();
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&img.manifest)?);
             } else {
@@ -81,6 +91,24 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                     "  programs busybox, ignis-agent, {}",
                     img.manifest.programs.join(", ")
                 );
+                match (img.root_disk(), img.root_disk_manifest()) {
+                    (Some(disk), Some(m)) => {
+                        println!(
+                            "  disk     {} (ext4, {} GiB, {} package files: {})",
+                            disk.display(),
+                            m.size_bytes >> 30,
+                            m.debs.len(),
+                            m.packages.join(", ")
+                        );
+                        println!("  boot     {}", img.boot_initrd().display());
+                    }
+                    _ => println!("  disk     none (the initramfs is the root)"),
+                }
+                println!(
+                    "  size     {:.1} MiB on disk, {:.1?} to build or find",
+                    img.size() as f64 / (1024.0 * 1024.0),
+                    took
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -90,13 +118,20 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                 println!("no images in {}", cache.join("images").display());
             }
             for img in images {
+                let disk = match img.root_disk_manifest() {
+                    Some(m) if img.root_disk().is_some() => {
+                        format!("disk: {}", m.packages.join(","))
+                    }
+                    _ => "initramfs only".to_owned(),
+                };
                 println!(
-                    "{}  {}  {:>6.1} MiB  agent {}  {}",
+                    "{}  {}  {:>6.1} MiB  agent {}  {}  {}",
                     img.manifest.key,
                     img.manifest.kernel_release,
                     img.size() as f64 / (1024.0 * 1024.0),
                     img.manifest.agent_sha256.get(..12).unwrap_or(""),
-                    img.manifest.programs.join(",")
+                    img.manifest.programs.join(","),
+                    disk
                 );
             }
             Ok(ExitCode::SUCCESS)
