@@ -500,7 +500,11 @@ impl WorkflowExecutor {
                 root: sref.root.clone(),
                 setup_snapshot,
             };
-            j.update(|w| w.sessions.push(record));
+            if record.setup_snapshot.is_some() {
+                j.update_and_flush(|w| w.sessions.push(record));
+            } else {
+                j.update(|w| w.sessions.push(record));
+            }
         }
         Ok((live, sref))
     }

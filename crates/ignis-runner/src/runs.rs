@@ -329,6 +329,20 @@ impl RunStore {
             .map_err(|source| RunStoreError::Write { path, source })
     }
 
+    /// Run ids, oldest first (ids start with the unix time in seconds), from a directory
+    /// listing alone: cheap enough for every run.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|id| valid_id(id))
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Every readable record, oldest first, and the ids of directories that could not be read.
     pub fn list(&self) -> (Vec<RunRecord>, Vec<String>) {
         let mut records = Vec::new();
@@ -396,8 +410,9 @@ impl RunStore {
     }
 }
 
-/// A workflow's part of the record of a live run: the executor writes through it and every
-/// write is flushed to disk (a crash leaves a record that names its snapshots).
+/// A workflow's part of the record of a live run: the executor writes through it; writes
+/// that record a snapshot are flushed to disk at once (a crash leaves a record that names
+/// its snapshots), the rest when the run ends.
 #[derive(Debug, Clone)]
 pub struct RunJournal {
     record: Arc<Mutex<RunRecord>>,
@@ -447,8 +462,19 @@ impl RunJournal {
         &self.redactor
     }
 
-    /// Change this workflow's part and write the record.
+    /// Change this workflow's part in memory (the caller writes the record when the run
+    /// ends: one write per run keeps records off the hot path of fast runs).
     pub fn update(&self, f: impl FnOnce(&mut WorkflowRun)) {
+        let mut rec = self.lock();
+        if let Some(w) = rec.workflows.get_mut(self.index) {
+            f(w);
+        }
+        rec.updated_unix_ms = unix_ms();
+    }
+
+    /// Change this workflow's part and write the record now: used when a snapshot is
+    /// recorded, so that a record that outlives a crash still names every snapshot.
+    pub fn update_and_flush(&self, f: impl FnOnce(&mut WorkflowRun)) {
         let mut rec = self.lock();
         if let Some(w) = rec.workflows.get_mut(self.index) {
             f(w);

@@ -382,13 +382,18 @@ impl JobRunner {
         &self.spec.workflow.jobs[&self.spec.job_id]
     }
 
-    /// Write this leg's part of the run record.
-    fn flush_record(&self) {
+    /// Put this leg's part in the run record; `flush` writes the record now.
+    fn record_leg(&self, flush: bool) {
         if let Some(j) = &self.rt.journal {
             let (key, leg) = (self.spec.key.clone(), self.record.clone());
-            j.update(|w| {
+            let put = |w: &mut crate::runs::WorkflowRun| {
                 w.legs.insert(key, leg);
-            });
+            };
+            if flush {
+                j.update_and_flush(put);
+            } else {
+                j.update(put);
+            }
         }
     }
 
@@ -563,8 +568,8 @@ impl JobRunner {
             seq: self.seq,
             blocked,
         });
-        // Flushed now: a record that outlives a crash still names the snapshot.
-        self.flush_record();
+        // Written now: a record that outlives a crash still names the snapshot.
+        self.record_leg(true);
     }
 
     fn target(&self, step_id: &str) -> LogTarget {
@@ -671,7 +676,7 @@ impl JobRunner {
             vm_id: self.session.vm_id.clone(),
         });
         self.announce_resume();
-        self.flush_record();
+        self.record_leg(false);
         let result = hash_files::scope(self.run_inner()).await;
         let mut outputs = serde_json::Map::new();
         if result.is_ok() {
@@ -730,7 +735,7 @@ impl JobRunner {
         });
         self.record.result = Some(job_result);
         self.record.outputs = outputs.clone();
-        self.flush_record();
+        self.record_leg(false);
         LegResult {
             result: job_result,
             outputs,

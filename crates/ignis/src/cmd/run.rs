@@ -743,7 +743,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
         if let Err(e) = store.save(&rec) {
             eprintln!("ignis: warning: {:#}", anyhow::Error::new(e));
         }
-        prune_runs(&store, &rec.run_id, sessions.manager(), &profiles_for_prune).await;
+        prune_runs(
+            &store,
+            &rec.run_id,
+            failed,
+            sessions.manager(),
+            &profiles_for_prune,
+        )
+        .await;
         if failed {
             let secret_flags: String = rec
                 .secret_names
@@ -841,18 +848,32 @@ pub(super) async fn remove_run(
 }
 
 /// Keep the newest failed runs (for `--resume`) and a bounded history; prune the rest with
-/// their snapshots.
+/// their snapshots. After a successful run only the history bound is enforced, from a
+/// directory listing (no record is read unless one goes); a failed run also reads the
+/// records to keep only the newest failed ones.
 async fn prune_runs(
     store: &RunStore,
     current: &str,
+    failed: bool,
     manager: &SessionManager,
     profiles: &ProfileConfig,
 ) {
-    for old in store.prune_candidates(
-        ignis_runner::runs::KEEP_FAILED_RUNS,
-        ignis_runner::runs::KEEP_RUNS,
-        current,
-    ) {
+    let old: Vec<RunRecord> = if failed {
+        store.prune_candidates(
+            ignis_runner::runs::KEEP_FAILED_RUNS,
+            ignis_runner::runs::KEEP_RUNS,
+            current,
+        )
+    } else {
+        let ids = store.ids();
+        let excess = ids.len().saturating_sub(ignis_runner::runs::KEEP_RUNS);
+        ids.iter()
+            .take(excess)
+            .filter(|id| id.as_str() != current)
+            .filter_map(|id| store.load(id).ok())
+            .collect()
+    };
+    for old in old {
         if still_running(&old) {
             continue;
         }
