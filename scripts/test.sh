@@ -11,6 +11,8 @@ need_pkgs=()
 for p in git python3 bash; do
   command -v "$p" >/dev/null 2>&1 || need_pkgs+=("$p")
 done
+# pasta (package passt): the sandbox's `network = "user"` tests
+command -v pasta >/dev/null 2>&1 || need_pkgs+=(passt)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq "${need_pkgs[@]}"

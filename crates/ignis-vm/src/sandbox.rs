@@ -47,7 +47,15 @@
 //! # Network
 //! `None`: a fresh network namespace with only `lo`, brought up with `SIOCSIFFLAGS`. `Host`:
 //! the host's network namespace. `User`: a fresh namespace plus `pasta` (Debian: `passt`) for
-//! egress; without `pasta` allocation fails with a clear error.
+//! egress; without `pasta` allocation fails with a clear error. The sandbox sees 10.0.2.15/24
+//! behind gateway 10.0.2.2 and reaches what the host could reach on its network, the host's
+//! own network addresses included, but not the host's loopback: pasta forwards no ports in
+//! either direction and does not map the gateway to the host (see `PASTA_ARGS`). DNS uses the
+//! host's `/etc/resolv.conf` as it is, so a host whose resolver listens on loopback
+//! (systemd-resolved's 127.0.0.53) has no name resolution inside. IPv6, where the host has it,
+//! keeps pasta's default (the host's address, copied). pasta does not exit with the
+//! namespace, so the sandbox owns the daemon: it is born in the session's cgroups, recorded
+//! in the [`VmRecord`] and killed on release.
 //!
 //! # Cgroups
 //! Memory, pids and CPU limits per session, v2 where enabled,
@@ -73,9 +81,13 @@
 //! a later snapshot is built on it (the error names those dependants: remove the newest first).
 //!
 //! # Crash cleanup
-//! A [`VmRecord`] lists the agent's (pid, start time) and the cgroup directories; nothing else
-//! exists on the host. [`VmProvider::reap`] kills the agent (and so the namespace) and removes
-//! the groups.
+//! A [`VmRecord`] lists the agent's (pid, start time), pasta's if any, and the cgroup
+//! directories; nothing else exists on the host. [`VmProvider::reap`] kills the processes (the
+//! agent's death ends the namespace) and removes the groups. An ignis killed after creating
+//! the groups but before the session manager wrote the record leaves no record; the groups'
+//! names (`sbx-<pid>-<start>-<n>`, the vm id) carry their owner, so
+//! [`VmProvider::reap_leftovers`] (called by `SessionManager::reap_orphans`) finds the groups
+//! of dead owners and removes them, killing what is still inside.
 
 mod cgroup;
 mod child;
@@ -313,6 +325,8 @@ struct Live {
     /// delete a layer while this sandbox mounts it.
     _layer_locks: Vec<std::fs::File>,
     image: PathBuf,
+    /// The `pasta` daemon serving `network = "user"`: (pid, start time).
+    pasta: Option<(u32, u64)>,
 }
 
 /// The sandbox [`VmProvider`].
@@ -583,6 +597,7 @@ fn pause_allocation_for_tests() {
 struct LaunchGuard {
     cgroup: Option<SessionCgroup>,
     child: Option<sys::Cloned>,
+    pasta: Option<(u32, u64)>,
 }
 
 impl Drop for LaunchGuard {
@@ -590,6 +605,9 @@ impl Drop for LaunchGuard {
         if let Some(c) = self.child.take() {
             let _ = sys::pidfd_signal(c.pidfd.as_fd(), libc::SIGKILL);
             let _ = sys::waitid_pidfd(c.pidfd.as_fd(), false);
+        }
+        if let Some((pid, start)) = self.pasta.take() {
+            let _ = stop_helper(pid, start);
         }
         if let Some(cg) = self.cgroup.take() {
             let _ = cg.remove();
@@ -707,6 +725,7 @@ impl Inner {
         let mut guard = LaunchGuard {
             cgroup: None,
             child: None,
+            pasta: None,
         };
         if !self.cgroups.is_empty() {
             let limits = Limits {
@@ -864,18 +883,19 @@ impl Inner {
         drop(lower_fds);
 
         if spec.network == NetworkPolicy::User {
-            // Not reachable without pasta (checked above); kept for hosts that have it.
-            start_pasta(pid).map_err(SandboxError::Pasta)?;
+            let cg = guard.cgroup.as_ref();
+            guard.pasta = Some(start_pasta(&self.config.state_dir, &id, pid, uid_base, cg)?);
         }
 
         let Some(cloned) = guard.child.take() else {
             return Err(SandboxError::ChildVanished);
         };
         let cgroup = guard.cgroup.take().unwrap_or_default();
+        let pasta = guard.pasta.take();
         let record = VmRecord {
             backend: Some(Backend::Sandbox),
             id: id.clone(),
-            processes: vec![(pid, start_time)],
+            processes: std::iter::once((pid, start_time)).chain(pasta).collect(),
             mounts: Vec::new(),
             cgroups: cgroup.dirs.clone(),
             paths: Vec::new(),
@@ -889,6 +909,7 @@ impl Inner {
             layers,
             _layer_locks: layer_locks,
             image: spec.image.clone(),
+            pasta,
         };
         match self.live.lock() {
             Ok(mut m) => {
@@ -1046,19 +1067,146 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Connects the sandbox's network namespace to the outside with pasta (user-mode networking).
-/// pasta daemonizes and exits when the namespace's processes are gone.
-fn start_pasta(pid: u32) -> io::Result<()> {
-    let status = std::process::Command::new("pasta")
-        .args(["--config-net", "--quiet"])
-        .arg(pid.to_string())
-        .stdin(std::process::Stdio::null())
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!("pasta exited with {status}")))
+/// pasta's options: configure the namespace's interface, and forward nothing but the
+/// namespace's own outbound traffic. The defaults would undo the isolation: `-T auto` binds
+/// every port the host listens on (loopback included) inside the namespace and forwards it to
+/// the host, `-t`/`-u auto` expose the sandbox's listeners on the host, and without
+/// `--no-map-gw` a connection to the gateway address lands on the host's loopback. With these,
+/// the sandbox reaches what any other host on the network could reach, and the host's
+/// loopback-only services stay out of reach.
+///
+/// The namespace gets its own IPv4 address, 10.0.2.15/24 behind gateway 10.0.2.2 (QEMU's
+/// user-network convention), instead of pasta's default copy of the host's address: with the
+/// copy, the host's own address is local inside the namespace, so services on the host's
+/// network address would be unreachable from the sandbox. pasta proxies at layer 4, so the
+/// address never appears outside. (Checked against passt 2023-03-09, Debian bookworm; the
+/// options exist in every later version.)
+const PASTA_ARGS: [&str; 17] = [
+    "--config-net",
+    "--quiet",
+    "--no-map-gw",
+    "-a",
+    "10.0.2.15",
+    "-n",
+    "24",
+    "-g",
+    "10.0.2.2",
+    "-t",
+    "none",
+    "-u",
+    "none",
+    "-T",
+    "none",
+    "-U",
+    "none",
+];
+
+/// Connects the sandbox's network namespace to the outside with pasta (user-mode networking)
+/// and returns the daemon's (pid, start time) once the namespace is configured (pasta forks
+/// into the background only then).
+///
+/// pasta does not exit when the namespace's processes die, so the sandbox owns it: it joins
+/// the session's cgroups before exec (a cgroup kill or a crash sweep takes it along), its
+/// identity goes into the [`VmRecord`], and release kills it.
+///
+/// Privilege: running as root, pasta runs as host root (`--runas 0`) and joins the sandbox's
+/// user and network namespaces by PID; after setup it confines itself (its own empty mount
+/// namespace, no capabilities, a seccomp filter). Dropping to the sandbox's own id range before
+/// exec (setns into its user namespace as its root) was tried: pasta then cannot open the
+/// sandbox's `/proc/PID/ns/net` (ptrace rules; an inherited fd works around that) nor a
+/// root-only `/dev/net/tun` (mode 0600 on this project's CI host), and keeping host root's ids
+/// inside the namespace loses every capability at exec, so that mode could not be tested
+/// here and is not used.
+fn start_pasta(
+    state_dir: &Path,
+    id: &str,
+    pid: u32,
+    uid_base: Option<u32>,
+    cgroup: Option<&SessionCgroup>,
+) -> Result<(u32, u64), SandboxError> {
+    let pasta = |e: io::Error| SandboxError::Pasta(e);
+    // The pid file is created here and removed at once.
+    let pidfile = state_dir.join(format!("pasta-{id}.pid"));
+    let _ = std::fs::remove_file(&pidfile);
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&pidfile)
+        .map_err(pasta)?;
+    // Ours (pasta keeps our ids): pasta drops CAP_DAC_OVERRIDE before it opens the file.
+    drop(file);
+    let result = (|| {
+        let mut cmd = std::process::Command::new("pasta");
+        // No environment: pasta needs none, and ours (LD_LIBRARY_PATH, ...) is not its business.
+        cmd.env_clear().args(PASTA_ARGS).arg("-P").arg(&pidfile);
+        let mut procs = Vec::new();
+        for d in cgroup.map(|c| c.dirs.as_slice()).unwrap_or_default() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(d.join("cgroup.procs"))
+                .map_err(pasta)?;
+            procs.push(OwnedFd::from(f));
+        }
+        if uid_base.is_some() {
+            // As root pasta would switch to `nobody` before joining the namespaces, and
+            // `nobody` may not join them (nor open a root-only /dev/net/tun).
+            cmd.args(["--runas", "0"]);
+        }
+        cmd.arg(pid.to_string());
+        sys::pre_exec_join_cgroups(&mut cmd, procs);
+        // pasta's daemon points its stdio at /dev/null, so stderr reaches EOF when the
+        // foreground process exits.
+        let out = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .map_err(pasta)?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| !l.starts_with("Failed to send") && !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(pasta(io::Error::other(format!(
+                "pasta exited with {}: {msg}",
+                out.status
+            ))));
+        }
+        let text = std::fs::read_to_string(&pidfile).map_err(pasta)?;
+        let daemon: u32 = text.trim().parse().map_err(|_| {
+            pasta(io::Error::other(format!(
+                "pasta wrote no pid to {}",
+                pidfile.display()
+            )))
+        })?;
+        let start = process_start_time(daemon).ok_or_else(|| {
+            pasta(io::Error::other(format!(
+                "pasta daemon {daemon} exited at once"
+            )))
+        })?;
+        Ok((daemon, start))
+    })();
+    let _ = std::fs::remove_file(&pidfile);
+    result
+}
+
+/// SIGKILLs a host helper process that is not our child (pasta is reparented when it forks
+/// into the background) and waits, bounded, until it is gone.
+fn stop_helper(pid: u32, start: u64) -> io::Result<()> {
+    if kill_if_same(pid, start)? {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while process_running(pid, start) {
+            if Instant::now() >= deadline {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("helper process {pid} survived SIGKILL"),
+                ));
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
     }
+    Ok(())
 }
 
 /// Kills PID 1 (and so the whole pid namespace), reaps it, removes the cgroups.
@@ -1073,6 +1221,9 @@ fn stop_live(id: &str, live: Live) -> Result<(), SandboxError> {
         Err(e) => return Err(stop(e)),
     }
     sys::waitid_pidfd(live.pidfd.as_fd(), false).map_err(stop)?;
+    if let Some((pid, start)) = live.pasta {
+        stop_helper(pid, start).map_err(stop)?;
+    }
     drop(live.scratch);
     live.cgroup
         .remove()
@@ -1138,10 +1289,11 @@ impl VmProvider for SandboxProvider {
     }
 
     /// Sweeps what dead ignis processes left without a record: session cgroups (named
-    /// `sbx-<pid>-<start>-<n>` after their owner; what is still inside is killed) and hidden
-    /// snapshot work dirs (`.<name>.<pid>-<start>.tmp` / `.removing`). Nothing else of a
-    /// sandbox exists on the host: its scratch tmpfs lives in its own mount namespace, and its
-    /// processes die with PID 1, which exits when its channel to the dead owner closes.
+    /// `sbx-<pid>-<start>-<n>` after their owner; what is still inside is killed, `pasta`
+    /// included), hidden snapshot work dirs (`.<name>.<pid>-<start>.tmp` / `.removing`) and
+    /// `pasta-<vm id>.pid` files. Nothing else of a sandbox exists on the host: its scratch
+    /// tmpfs lives in its own mount namespace, and its processes die with PID 1, which exits
+    /// when its channel to the dead owner closes.
     async fn reap_leftovers(&self) -> Result<Vec<String>, VmError> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
@@ -1157,6 +1309,23 @@ impl VmProvider for SandboxProvider {
                     .into_iter()
                     .map(|p| format!("snapshot work dir {}", p.display())),
             );
+            // pasta pid files live for the few milliseconds of a launch.
+            for e in std::fs::read_dir(&inner.config.state_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(id) = name
+                    .strip_prefix("pasta-")
+                    .and_then(|n| n.strip_suffix(".pid"))
+                else {
+                    continue;
+                };
+                if dead(id) && std::fs::remove_file(e.path()).is_ok() {
+                    out.push(format!("pasta pid file {}", e.path().display()));
+                }
+            }
             out
         })
         .await

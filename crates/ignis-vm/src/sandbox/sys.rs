@@ -408,6 +408,29 @@ pub fn open_userns(pid: u32) -> io::Result<OwnedFd> {
     Ok(OwnedFd::from(f))
 }
 
+/// Makes the child of `cmd`, between fork and exec, join the cgroups whose `cgroup.procs`
+/// files are open in `cgroup_procs` (writing "0" moves the writer), so a helper process such
+/// as `pasta` is born inside the session's groups: killing the groups takes it along. The
+/// fds move into the hook and close on exec (they are `O_CLOEXEC`).
+pub fn pre_exec_join_cgroups(cmd: &mut std::process::Command, cgroup_procs: Vec<OwnedFd>) {
+    use std::os::unix::process::CommandExt;
+    let hook = move || -> io::Result<()> {
+        for fd in &cgroup_procs {
+            // SAFETY: writes one byte from a static buffer to an fd we own.
+            let n = unsafe { libc::write(fd.as_raw_fd(), b"0".as_ptr().cast(), 1) };
+            if n != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs in the forked child before exec and only makes raw `write`
+    // syscalls on fds opened before the fork: no allocation, no locks.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Child side (async-signal-safe: no allocation, no locks, no panics)
 // ---------------------------------------------------------------------------------------------
