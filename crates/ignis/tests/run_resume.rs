@@ -383,3 +383,50 @@ fn resume_errors_unknown_id() {
     assert_eq!(bad.code, 2);
     assert!(bad.stderr.contains("invalid run id"), "{}", bad.stderr);
 }
+
+#[test]
+fn runs_ls_lists_and_rm_removes_a_failed_run_with_its_snapshots() {
+    let state = tempfile::tempdir().expect("state dir");
+    if !sandbox_available(state.path()) {
+        return;
+    }
+    let dir = repo(WORKFLOW);
+    let first = ignis(
+        dir.path(),
+        state.path(),
+        &["--json", "--backend", "sandbox", "--snapshot-steps"],
+    );
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let id = resume_id(&first.stderr);
+    assert!(
+        !leftover_snapshots(&id).is_empty(),
+        "a failed run keeps its snapshots"
+    );
+    let runs = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
+            .current_dir(dir.path())
+            .env("IGNIS_STATE_DIR", state.path())
+            .arg("runs")
+            .args(args)
+            .output()
+            .expect("ignis runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, ls) = runs(&["ls"]);
+    assert_eq!(code, 0);
+    let row = ls
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} listed: {ls}"));
+    assert!(row.contains("failure") && row.contains("sandbox"), "{row}");
+    assert!(ls.contains(&format!("ignis run --resume {id}")), "{ls}");
+    let (code, _) = runs(&["rm", &id]);
+    assert_eq!(code, 0);
+    assert_eq!(leftover_snapshots(&id), Vec::<String>::new());
+    assert!(!state.path().join("runs").join(&id).exists());
+    let (code, _) = runs(&["rm", &id]);
+    assert_eq!(code, 2, "unknown run");
+}

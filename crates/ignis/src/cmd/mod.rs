@@ -4,6 +4,7 @@ mod graph;
 mod image;
 mod list;
 mod run;
+mod runs;
 mod validate;
 mod vm;
 
@@ -28,6 +29,9 @@ pub enum Command {
     Graph(graph::Args),
     /// Run workflows, one isolated session per run.
     Run(Box<run::Args>),
+    /// List and remove the run records kept for `ignis run --resume`.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
     /// Build, list and remove guest images of the VM backends.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -42,6 +46,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List(args) => list::run(args),
         Command::Graph(args) => graph::run(args),
         Command::Run(args) => run::run(*args),
+        Command::Runs(cmd) => runs::run(cmd),
         Command::Image(cmd) => image::run(cmd),
         Command::Vm(cmd) => vm::run(cmd),
     }
