@@ -456,3 +456,157 @@ async fn unreachable_remote_action_fails_the_step_naming_it() {
     );
     assert!(lines.contains(&"after".to_string()), "{lines:#?}");
 }
+
+/// A run of `yaml` recorded in `record`, continuing `resume` when given.
+async fn run_recorded(
+    h: &Harness,
+    yaml: &str,
+    vars: &[(&str, &str)],
+    record: Arc<std::sync::Mutex<ignis_runner::runs::RunRecord>>,
+    resume: Option<ignis_runner::runs::WorkflowRun>,
+) -> Outcome {
+    use ignis_runner::executor::{Resume, SnapshotPolicy};
+    use ignis_runner::runs::{Redactor, RunJournal, RunStore};
+    let wf = ignis_workflow::parse("w.yml", yaml).expect("valid workflow");
+    let sessions = Arc::new(ProviderSessions::new(
+        h.fake.clone(),
+        ProfileConfig::default(),
+        Some(Backend::Fake),
+        8,
+    ));
+    let mut config = ExecutorConfig::new(h.repo.path().to_path_buf());
+    config.isolation = Isolation::Job;
+    config.vm_root = h.repo.path().join("vm").display().to_string();
+    config.snapshots = SnapshotPolicy {
+        setup: false,
+        steps: true,
+    };
+    let ex = WorkflowExecutor::new(sessions, config);
+    let bus = EventBus::new();
+    let rec = Recorder::new();
+    bus.subscribe(rec.clone());
+    let masker = Masker::new();
+    let journal = RunJournal::new(
+        record,
+        0,
+        RunStore::at(&h.repo.path().join("state")),
+        Redactor::new(&BTreeMap::new(), masker.clone()),
+    );
+    let req = RunRequest {
+        workflow: Arc::new(wf),
+        workflow_path: "w.yml".into(),
+        info: RunInfo {
+            event_name: "push".into(),
+            event: serde_json::json!({}),
+            run_id: "1".into(),
+            run_number: 1,
+            actor: None,
+            repository: None,
+            workflow: "w".into(),
+            workflow_path: "w.yml".into(),
+        },
+        only_job: None,
+        secrets: BTreeMap::new(),
+        vars: vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        inputs: serde_json::Map::new(),
+        matrix_filter: vec![],
+        env: Default::default(),
+        journal: Some(journal),
+        resume: resume.map(|previous| {
+            Arc::new(Resume {
+                run_id: "r1".into(),
+                previous,
+            })
+        }),
+    };
+    let res = ex.execute(req, bus, masker, CancelSignals::default()).await;
+    Outcome {
+        result: res.result,
+        events: rec.events(),
+    }
+}
+
+/// Resume with `--isolation job` and a matrix: the leg that succeeded is kept (no session),
+/// the failed leg gets a session restored from its step snapshot and continues at its
+/// failed step with its `GITHUB_ENV` and `steps` outputs restored; the job downstream runs.
+#[tokio::test]
+async fn resume_keeps_succeeded_legs_and_continues_the_failed_one() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    strategy:\n      fail-fast: false\n      matrix:\n        n: [1, 2]\n    steps:\n      - id: first\n        run: |\n          echo \"LEG_ENV=v${{ matrix.n }}\" >> \"$GITHUB_ENV\"\n          echo \"o=out${{ matrix.n }}\" >> \"$GITHUB_OUTPUT\"\n      - id: check\n        run: |\n          test \"${{ matrix.n }}\" = 1 || test \"${{ vars.FIXED }}\" = yes\n          echo \"check ${{ matrix.n }} $LEG_ENV ${{ steps.first.outputs.o }}\"\n  after:\n    needs: a\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo after\n";
+    let record = Arc::new(std::sync::Mutex::new(ignis_runner::runs::RunRecord {
+        version: ignis_runner::runs::RECORD_VERSION,
+        run_id: "r1".into(),
+        attempt: 1,
+        created_unix_ms: 0,
+        updated_unix_ms: 0,
+        pid: std::process::id(),
+        repo_dir: h.repo.path().to_path_buf(),
+        event_name: "push".into(),
+        event: serde_json::json!({}),
+        only_job: None,
+        inputs: vec![],
+        vars: BTreeMap::new(),
+        env: Default::default(),
+        secret_names: vec![],
+        matrix_filter: vec![],
+        actor: None,
+        backend: Backend::Fake,
+        isolation: "job".into(),
+        snapshot_steps: true,
+        result: None,
+        workflows: vec![ignis_runner::runs::WorkflowRun::default()],
+    }));
+    let first = run_recorded(&h, yaml, &[], record.clone(), None).await;
+    assert_eq!(first.result, JobResult::Failure);
+    assert_eq!(
+        h.fake.stats().allocations,
+        2,
+        "one vm per leg, after is skipped"
+    );
+    let previous = record.lock().expect("record").workflows[0].clone();
+    assert_eq!(previous.legs["a-0"].result, Some(JobResult::Success));
+    assert_eq!(previous.legs["a-1"].result, Some(JobResult::Failure));
+    assert_eq!(previous.legs["a-1"].snapshots.len(), 1);
+    assert_eq!(previous.jobs["a"].result, JobResult::Failure);
+
+    let second = run_recorded(
+        &h,
+        yaml,
+        &[("FIXED", "yes")],
+        record.clone(),
+        Some(previous),
+    )
+    .await;
+    assert_eq!(second.result, JobResult::Success);
+    let started: Vec<(Option<serde_json::Value>, String)> = second
+        .events
+        .iter()
+        .filter_map(|e| match &e.event {
+            RunEvent::StepStarted {
+                job_id,
+                matrix,
+                step_id,
+                ..
+            } if job_id == "a" => Some((matrix.clone(), step_id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        started,
+        [(Some(serde_json::json!({"n": 2})), "check".to_string())],
+        "leg 1 kept, leg 2 continues at check"
+    );
+    let lines = second.lines();
+    assert!(lines.iter().any(|l| l == "check 2 v2 out2"), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("kept from run r1")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l == "after"), "{lines:?}");
+    // leg 2 restored + `after`: two more sessions, leg 1 none.
+    assert_eq!(h.fake.stats().allocations, 4);
+    assert_eq!(h.fake.stats().live, 0);
+}
