@@ -728,12 +728,7 @@ impl Inner {
             pasta: None,
         };
         if !self.cgroups.is_empty() {
-            let limits = Limits {
-                memory_bytes: (spec.memory_mib > 0)
-                    .then(|| spec.memory_mib.saturating_mul(1 << 20)),
-                pids_max: spec.pids_max,
-                cpus: (spec.vcpus > 0).then_some(spec.vcpus),
-            };
+            let limits = Limits::from_spec(spec);
             let cg = self
                 .cgroups
                 .create(&id, &limits)

@@ -3,7 +3,12 @@
 //! machine, whose v2 hierarchy only offers `hugetlb`).
 //!
 //! Detection runs once per provider; a controller that is usable nowhere is reported once by
-//! the provider and the sandbox runs without that limit. Killing never depends on cgroups (the
+//! the provider and the sandbox runs without that limit.
+//!
+//! Testing: this project's CI host is hybrid (its v2 hierarchy offers only `hugetlb`), so the
+//! v2 path is checked by unit tests against a temp dir laid out like a cgroup2 root (detection
+//! from a mountinfo line, the `subtree_control` writes, the exact limit values), and by an
+//! integration test that runs where v2 offers memory and pids and skips loudly elsewhere. Killing never depends on cgroups (the
 //! agent is PID 1 of the sandbox's pid namespace); a group is only an extra net.
 
 use std::fs;
@@ -55,6 +60,17 @@ pub struct Limits {
     pub pids_max: Option<u64>,
     /// CPU quota in whole CPUs.
     pub cpus: Option<u32>,
+}
+
+impl Limits {
+    /// A profile's limits: `memory_mib` and `vcpus` of 0 mean "no limit".
+    pub fn from_spec(spec: &crate::VmSpec) -> Limits {
+        Limits {
+            memory_bytes: (spec.memory_mib > 0).then(|| spec.memory_mib.saturating_mul(1 << 20)),
+            pids_max: spec.pids_max,
+            cpus: (spec.vcpus > 0).then_some(spec.vcpus),
+        }
+    }
 }
 
 /// One session's groups (one directory per distinct hierarchy).
@@ -139,12 +155,20 @@ impl CgroupLayout {
             .and_then(|m| fs::read_to_string(m.path.join("cgroup.controllers")).ok())
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
+        let wanted: Vec<&'static str> = Controller::ALL
+            .iter()
+            .map(|c| c.name())
+            .filter(|n| v2_controllers.iter().any(|x| x == n))
+            .collect();
+        let (v2_dir, v2_enabled) = match v2 {
+            Some(m) if !wanted.is_empty() => prepare_v2(&m.path, &wanted),
+            _ => (None, Vec::new()),
+        };
         for c in Controller::ALL {
-            let h = if let Some(m) = v2.filter(|_| v2_controllers.iter().any(|x| x == c.name())) {
-                prepare_v2(&m.path, c.name()).ok().map(Hierarchy::V2)
-            } else {
-                None
-            };
+            let h = v2_dir
+                .as_ref()
+                .filter(|_| v2_enabled.contains(&c.name()))
+                .map(|d| Hierarchy::V2(d.clone()));
             let h = h.or_else(|| {
                 let m = mounts
                     .iter()
@@ -254,16 +278,34 @@ fn mkdir_exist_ok(p: &Path) -> io::Result<()> {
     }
 }
 
-/// Prepares `<v2 root>/ignis` with `controller` enabled for its children.
-fn prepare_v2(root: &Path, controller: &str) -> io::Result<PathBuf> {
+/// Prepares `<v2 root>/ignis` with `controllers` enabled for its children (in the root's
+/// `cgroup.subtree_control`, then in `ignis`'s). Returns the group and the controllers that
+/// could be enabled. One write enables them all (the kernel applies a `+a +b` list at once,
+/// all or nothing); if it is refused, each is tried alone so one stubborn controller (e.g.
+/// `cpu` while a real-time task runs) does not cost the others.
+fn prepare_v2(root: &Path, controllers: &[&'static str]) -> (Option<PathBuf>, Vec<&'static str>) {
     let dir = root.join("ignis");
-    fs::write(
-        root.join("cgroup.subtree_control"),
-        format!("+{controller}"),
-    )?;
-    mkdir_exist_ok(&dir)?;
-    fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"))?;
-    Ok(dir)
+    if mkdir_exist_ok(&dir).is_err() {
+        return (None, Vec::new());
+    }
+    let enable = |names: &[&str]| -> io::Result<()> {
+        let list = names
+            .iter()
+            .map(|n| format!("+{n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        fs::write(root.join("cgroup.subtree_control"), &list)?;
+        fs::write(dir.join("cgroup.subtree_control"), &list)
+    };
+    if enable(controllers).is_ok() {
+        return (Some(dir), controllers.to_vec());
+    }
+    let enabled: Vec<&'static str> = controllers
+        .iter()
+        .copied()
+        .filter(|c| enable(&[c]).is_ok())
+        .collect();
+    (Some(dir), enabled)
 }
 
 impl SessionCgroup {
@@ -475,6 +517,132 @@ mod tests {
             Some(Path::new("/sys/fs/cgroup/memory"))
         );
         assert!(!m.iter().any(|m| m.path == Path::new("/")));
+    }
+
+    fn spec(memory_mib: u64, pids_max: Option<u64>, vcpus: u32) -> crate::VmSpec {
+        crate::VmSpec {
+            vm_type: "t".into(),
+            backend: crate::Backend::Sandbox,
+            image: "/".into(),
+            vcpus,
+            memory_mib,
+            disk_mib: 0,
+            pids_max,
+            network: crate::NetworkPolicy::None,
+        }
+    }
+
+    fn read(p: &Path) -> String {
+        fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    /// A directory that looks like a cgroup2 root to the code under test: the files it reads
+    /// exist; the ones it writes are created by the write (the real cgroupfs has them all).
+    fn fake_v2_root(dir: &Path, controllers: &str) {
+        fs::create_dir_all(dir).expect("mkdir");
+        fs::write(dir.join("cgroup.controllers"), format!("{controllers}\n")).expect("write");
+        fs::write(dir.join("cgroup.subtree_control"), "").expect("write");
+        fs::write(dir.join("cgroup.procs"), "").expect("write");
+    }
+
+    fn v2_mountinfo(path: &Path) -> String {
+        format!(
+            "41 31 0:38 / {} rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw,nsdelegate\n",
+            path.display()
+        )
+    }
+
+    #[test]
+    fn v2_limits_are_written_exactly_as_the_kernel_expects() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("unified");
+        fake_v2_root(&root, "cpuset cpu io memory hugetlb pids rdma misc");
+        let (layout, missing) = CgroupLayout::detect_from(&v2_mountinfo(&root));
+        assert!(missing.is_empty(), "{missing:?}");
+        let parent = root.join("ignis");
+        assert_eq!(layout.parents(), vec![parent.clone()]);
+        // One write enables the three controllers for the `ignis` group, one for its children.
+        assert_eq!(
+            read(&root.join("cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+        assert_eq!(
+            read(&parent.join("cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+
+        let limits = Limits::from_spec(&spec(512, Some(256), 2));
+        let cg = layout.create("sbx-1-2-3", &limits).expect("create");
+        let dir = parent.join("sbx-1-2-3");
+        assert_eq!(
+            cg.dirs,
+            vec![dir.clone()],
+            "one group for all three controllers"
+        );
+        assert_eq!(read(&dir.join("memory.max")), "536870912");
+        assert_eq!(read(&dir.join("memory.swap.max")), "0");
+        assert_eq!(read(&dir.join("pids.max")), "256");
+        assert_eq!(read(&dir.join("cpu.max")), "200000 100000");
+        // No v1 file is written on v2.
+        for v1 in [
+            "memory.limit_in_bytes",
+            "cpu.cfs_quota_us",
+            "cpu.cfs_period_us",
+        ] {
+            assert!(!dir.join(v1).exists(), "{v1} written on v2");
+        }
+        cg.attach(4242).expect("attach");
+        assert_eq!(read(&dir.join("cgroup.procs")), "4242");
+
+        // No limit in the profile: no limit file is written (the kernel default is "max").
+        let cg = layout
+            .create("sbx-1-2-4", &Limits::from_spec(&spec(0, None, 0)))
+            .expect("create unlimited");
+        let dir = parent.join("sbx-1-2-4");
+        assert_eq!(cg.dirs, vec![dir.clone()]);
+        for f in ["memory.max", "memory.swap.max", "pids.max", "cpu.max"] {
+            assert!(!dir.join(f).exists(), "{f} written without a limit");
+        }
+    }
+
+    #[test]
+    fn controllers_missing_on_v2_fall_back_to_v1_one_by_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("unified");
+        fake_v2_root(&root, "memory pids hugetlb");
+        let cpu = tmp.path().join("cpu");
+        fs::create_dir_all(&cpu).expect("mkdir");
+        let mountinfo = format!(
+            "{}32 31 0:29 / {} rw,relatime - cgroup cgroup rw,cpu,cpuacct\n",
+            v2_mountinfo(&root),
+            cpu.display()
+        );
+        let (layout, missing) = CgroupLayout::detect_from(&mountinfo);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(read(&root.join("cgroup.subtree_control")), "+memory +pids");
+        assert_eq!(
+            layout.parents(),
+            vec![root.join("ignis"), cpu.join("ignis")]
+        );
+        let cg = layout
+            .create("sbx-9-9-9", &Limits::from_spec(&spec(64, Some(32), 1)))
+            .expect("create");
+        let (v2, v1) = (root.join("ignis/sbx-9-9-9"), cpu.join("ignis/sbx-9-9-9"));
+        assert_eq!(cg.dirs, vec![v2.clone(), v1.clone()]);
+        assert_eq!(read(&v2.join("memory.max")), "67108864");
+        assert_eq!(read(&v2.join("pids.max")), "32");
+        assert!(!v2.join("cpu.max").exists());
+        assert_eq!(read(&v1.join("cpu.cfs_period_us")), "100000");
+        assert_eq!(read(&v1.join("cpu.cfs_quota_us")), "100000");
+
+        // This host's layout: v2 offers only hugetlb, so nothing goes there.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("unified");
+        fake_v2_root(&root, "hugetlb");
+        let (layout, missing) = CgroupLayout::detect_from(&v2_mountinfo(&root));
+        assert!(layout.is_empty());
+        assert_eq!(missing, vec!["memory", "pids", "cpu"]);
+        assert_eq!(read(&root.join("cgroup.subtree_control")), "");
     }
 
     #[test]
