@@ -65,9 +65,8 @@
 //! A snapshot copies the session's upper layer (its changes against the lower layers) into the
 //! snapshot store as a new lower layer, shifting owners back to image-relative ids; `restore`
 //! allocates a fresh sandbox whose lowers are that layer, the layers it was built on, and the
-//! base image. Cost is proportional to the changes, not to the image. A live overlay root cannot
-//! swap its upper under running processes, so the O(1) rename is not possible while the
-//! sandbox runs. **Process state is not captured**: a restored sandbox starts with a fresh
+//! base image. Cost is proportional to the changes, not to the image (see "Why not an O(1)
+//! freeze" below). **Process state is not captured**: a restored sandbox starts with a fresh
 //! agent and no running commands. The store must be on another filesystem than the image
 //! (overlayfs refuses overlapping layers); the default is under `/dev/shm`, in memory, so
 //! snapshots survive the ignis process but not a reboot (set `state_dir` on a disk that is not
@@ -79,6 +78,45 @@
 //! a layer. [`VmProvider::remove_snapshot`] deletes one; it refuses while a sandbox of any
 //! process runs on it (each sandbox holds a shared `flock` on its layers' manifests) and while
 //! a later snapshot is built on it (the error names those dependants: remove the newest first).
+//!
+//! ## Why not an O(1) freeze (investigated, not landed)
+//! The issue asks to freeze the current upper as a new lower layer in O(1). What was checked on
+//! this host (kernel 6.18, as root, with throwaway namespaces and tmpfs dirs):
+//! 1. A second overlay whose top lower is the live overlay's upper mounts fine; the kernel only
+//!    warns ("lowerdir is in-use as upperdir/workdir of another mount ... undefined behavior")
+//!    as long as nothing writes through the old overlay.
+//! 2. A helper that joins the sandbox's mount namespace (host root may `setns` into it) can
+//!    mount that overlay on an existing directory and `pivot_root(".", ".")` into it, then
+//!    detach the old root: every process whose root and cwd were the old root (PID 1 and idle
+//!    children with cwd `/`) is moved by the kernel; later writes land in the new upper, and
+//!    the old upper stays frozen. Overlay layers can be handed over as fds
+//!    (`fsconfig(FSCONFIG_SET_FD, "lowerdir+"/"upperdir"/"workdir")` works here), so no
+//!    staging paths are needed inside the sandbox.
+//! 3. An idmapped tmpfs mount works as the overlay's *upper* inside the sandbox's user
+//!    namespace: files the sandbox's root creates are stored with image-relative ids (raw 0),
+//!    whiteouts included, so a frozen upper would need no id shifting.
+//!
+//! What stands in the way of landing it, and why it was not done in this session:
+//! - The upper lives on a tmpfs that exists only in the sandbox's mount namespace; a rename
+//!   into the store is across filesystems (`EXDEV`). O(1) needs the upper on its own tmpfs
+//!   created by the host (`fsopen`/`fsmount`, `size=disk_mib`, idmapped as in 3.), and the
+//!   frozen tmpfs *mount* moved into the store (`move_mount`) as the layer: snapshots become
+//!   mounts in the host's mount namespace (removal = unmount), a second layer layout beside the
+//!   copied directories.
+//! - `pivot_root` only moves processes whose root or cwd *is* the old root. A process with its
+//!   cwd deeper in the tree, or an open writable fd, keeps the old overlay alive and can write
+//!   into the frozen layer while it is already a lower elsewhere. The freeze is only safe when
+//!   PID 1 is the only process and has no fd on the overlay; otherwise it must fall back to the
+//!   copy. The agent itself is dynamically linked from the overlay, so its mapped libraries
+//!   keep the old overlay (read-only) alive for its whole life.
+//! - `/proc`, `/dev` (a tmpfs with bound device nodes, `pts`, `shm`) and `/sys` are submounts of
+//!   the old root and must be moved into the new root before the old one is detached.
+//! - The helper must be a freshly cloned single-threaded process (a thread cannot `setns` into
+//!   a mount namespace) running a pre-built plan of raw syscalls, like the sandbox's own child.
+//!
+//! That is a new allocation path (host-made upper), a freeze helper, a second store layout and
+//! the fallback, in the backend every other layer depends on; it did not fit the time left
+//! with the tests it needs, so the copy stays. Its cost is one pass over the changed files.
 //!
 //! # Crash cleanup
 //! A [`VmRecord`] lists the agent's (pid, start time), pasta's if any, and the cgroup
