@@ -8,8 +8,8 @@
 
 use crate::process::{self, Children, ReapMode};
 use crate::protocol::{
-    self, CHUNK_LEN, CONNECTION_ID, ExecRequest, ExitStatus, FrameCodec, InFrame, PROTOCOL_VERSION,
-    Program, Request, RequestFrame, Response, ResponseFrame, Stream,
+    self, CHUNK_LEN, CONNECTION_ID, CommandFiles, ExecRequest, ExitStatus, FrameCodec, InFrame,
+    PROTOCOL_VERSION, Program, Request, RequestFrame, Response, ResponseFrame, Stream,
 };
 use futures::{SinkExt, StreamExt};
 use rustix::process::Signal;
@@ -344,7 +344,25 @@ impl Agent {
                 self.shutdown_id = Some(id);
                 return true;
             }
-            Request::Exec { req, stdin_follows } => self.exec(id, req, stdin_follows).await,
+            Request::Exec { req, stdin_follows } => self.exec(id, req, stdin_follows, None).await,
+            Request::ExecWithFiles {
+                req,
+                stdin_follows,
+                files,
+            } => self.exec(id, req, stdin_follows, Some(files)).await,
+            Request::RemoveAll { path } => {
+                let out = self.out.clone();
+                let path = guest_path(&path);
+                tokio::task::spawn_blocking(move || {
+                    let answer = match remove_all(&path) {
+                        Ok(()) => Response::Ok,
+                        Err(e) => Response::Error {
+                            message: format!("remove {}: {e}", path.display()),
+                        },
+                    };
+                    out.blocking_send(id, answer);
+                });
+            }
             Request::Signal { target, signal } => {
                 let ctl = lock_execs(&self.execs).get(&target).cloned();
                 let result = match (ctl, process::signal_from_raw(signal)) {
@@ -481,8 +499,20 @@ impl Agent {
         false
     }
 
-    async fn exec(&mut self, id: u64, req: ExecRequest, stdin_follows: bool) {
-        let mut cmd = match build_command(&req) {
+    async fn exec(
+        &mut self,
+        id: u64,
+        req: ExecRequest,
+        stdin_follows: bool,
+        files: Option<CommandFiles>,
+    ) {
+        let built = build_command(&req).and_then(|cmd| {
+            if let Some(f) = &files {
+                create_command_files(f)?;
+            }
+            Ok(cmd)
+        });
+        let mut cmd = match built {
             Ok(cmd) => cmd,
             Err(msg) => {
                 if stdin_follows {
@@ -587,6 +617,7 @@ impl Agent {
                 out,
                 ctl,
                 started,
+                files: files.map(|f| guest_path(&f.dir)),
             };
             run.wait(stdout, stderr, exit_rx, timeout, execs).await;
         });
@@ -646,6 +677,84 @@ fn resolve_program(argv0: &str, path: Option<&str>, cwd: &Path) -> Result<PathBu
         .map(|dir| cwd.join(dir).join(argv0))
         .find(|candidate| executable(candidate))
         .ok_or_else(|| format!("command not found: {argv0:?} (PATH={path})"))
+}
+
+/// Creates a command's file command directory and its files, empty (an existing file is
+/// truncated and gets `mode`).
+fn create_command_files(files: &CommandFiles) -> Result<(), String> {
+    let dir = guest_path(&files.dir);
+    let fail = |p: &Path, e: std::io::Error| format!("create {}: {e}", p.display());
+    std::fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+    for name in &files.names {
+        // One plain name per file: nothing may land outside the directory.
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(format!("invalid command file name {name:?}"));
+        }
+        let path = dir.join(name);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(files.mode)
+            .open(&path)
+            .map_err(|e| fail(&path, e))?;
+        file.set_permissions(std::fs::Permissions::from_mode(files.mode))
+            .map_err(|e| fail(&path, e))?;
+    }
+    Ok(())
+}
+
+/// Largest directory [`pack_small_dir`] packs on the agent's own thread.
+const SMALL_DIR_BYTES: u64 = 256 * 1024;
+
+/// A tar of `dir`'s contents when it is small and flat (regular files and symlinks only, at
+/// most [`SMALL_DIR_BYTES`] in total); `None` when it is not, so the caller packs it on a
+/// blocking thread. Symlinks are archived as links, as [`pack_tar`] does.
+fn pack_small_dir(dir: &Path) -> Option<std::io::Result<Vec<u8>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut total = 0u64;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Some(Err(e)),
+        };
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        if meta.is_dir() {
+            return None;
+        }
+        total += meta.len();
+        if total > SMALL_DIR_BYTES {
+            return None;
+        }
+        names.push(entry.file_name());
+    }
+    names.sort();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.follow_symlinks(false);
+    let packed = (|| {
+        for name in &names {
+            builder.append_path_with_name(dir.join(name), name)?;
+        }
+        builder.into_inner()
+    })();
+    Some(packed)
+}
+
+/// `rm -rf` for one guest path: a missing path is not an error, a symlink is removed itself.
+fn remove_all(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+    }
 }
 
 /// Write a script file, creating its parent directories, executable by its owner only.
@@ -834,6 +943,8 @@ struct Run {
     out: Outbox,
     ctl: Arc<ExecCtl>,
     started: Instant,
+    /// The file command directory to send back before the exit status (`ExecWithFiles`).
+    files: Option<PathBuf>,
 }
 
 impl Run {
@@ -894,6 +1005,9 @@ impl Run {
                 return;
             }
         };
+        if let Some(dir) = &self.files {
+            self.send_files(dir).await;
+        }
         self.out.send(self.id, Response::Exit(exit)).await;
         // Keep reading (and discarding) what background processes still write, so they do not
         // die of SIGPIPE just because the command that started them finished.
@@ -907,6 +1021,34 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// The command's file command directory as a tar (`Data` chunks), then `FilesEnd`. A
+    /// small flat directory (the usual case: five short files) is packed right here, which
+    /// spares a thread hop per step; anything bigger goes to a blocking thread.
+    async fn send_files(&self, dir: &Path) {
+        let error = match pack_small_dir(dir) {
+            Some(Ok(tar)) => {
+                for chunk in tar.chunks(CHUNK_LEN) {
+                    self.out.send(self.id, Response::Data(chunk.to_vec())).await;
+                }
+                None
+            }
+            Some(Err(e)) => Some(format!("pack {} as tar: {e}", dir.display())),
+            None => {
+                let (out, id, dir) = (self.out.clone(), self.id, dir.to_path_buf());
+                let packed = tokio::task::spawn_blocking(move || pack_tar(&out, id, &dir)).await;
+                match packed {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(format!(
+                        "pack {} as tar: {e}",
+                        self.files.as_deref().unwrap_or(Path::new("?")).display()
+                    )),
+                    Err(e) => Some(format!("packing task failed: {e}")),
+                }
+            }
+        };
+        self.out.send(self.id, Response::FilesEnd { error }).await;
     }
 
     async fn output(&self, stream: Stream, data: &[u8]) {

@@ -8,13 +8,13 @@
 //! kill everything it started and exit.
 
 use crate::protocol::{
-    self, CHUNK_LEN, CONNECTION_ID, ExecRequest, ExitStatus, FrameCodec, InFrame, PROTOCOL_VERSION,
-    Request, RequestFrame, Response, ResponseFrame, Stream,
+    self, CHUNK_LEN, CONNECTION_ID, CommandFiles, ExecRequest, ExitStatus, FrameCodec, InFrame,
+    PROTOCOL_VERSION, Request, RequestFrame, Response, ResponseFrame, Stream,
 };
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -55,6 +55,10 @@ pub struct ExecHandle {
     pub(crate) events: mpsc::UnboundedReceiver<Response>,
     pub(crate) done: bool,
     pub(crate) client: AgentClient,
+    /// The file command files' tar received so far ([`AgentClient::exec_with_files`]).
+    pub(crate) files: Vec<u8>,
+    /// Set by `FilesEnd`: `Some(None)` complete, `Some(Some(why))` failed.
+    pub(crate) files_end: Option<Option<String>>,
 }
 
 impl ExecHandle {
@@ -76,7 +80,17 @@ impl ExecHandle {
         if self.done {
             return None;
         }
-        let item = match self.events.recv().await {
+        let mut received = self.events.recv().await;
+        // The file command files travel before the exit status; they are kept, not events.
+        loop {
+            match received {
+                Some(Response::Data(chunk)) => self.files.extend_from_slice(&chunk),
+                Some(Response::FilesEnd { error }) => self.files_end = Some(error),
+                _ => break,
+            }
+            received = self.events.recv().await;
+        }
+        let item = match received {
             Some(Response::Output { stream, data }) => Ok(ExecEvent::Output(stream, data)),
             Some(Response::Exit(status)) => {
                 self.done = true;
@@ -98,6 +112,17 @@ impl ExecHandle {
             }
         };
         Some(item)
+    }
+
+    /// The command's file command directory as a tar, from [`AgentClient::exec_with_files`]:
+    /// `Some(Ok(tar))` once it arrived (it comes before `Exit`), `Some(Err(why))` when the
+    /// agent could not pack it (e.g. the command removed the directory), `None` for a plain
+    /// exec or before it arrived. Taking it leaves `None`.
+    pub fn take_files(&mut self) -> Option<Result<Vec<u8>, String>> {
+        match self.files_end.take()? {
+            None => Some(Ok(std::mem::take(&mut self.files))),
+            Some(why) => Some(Err(why)),
+        }
     }
 
     /// Cancel this command (kills its whole process group).
@@ -146,6 +171,9 @@ pub struct AgentClient {
 #[derive(Debug)]
 struct Inner {
     next_id: AtomicU64,
+    /// Set when the agent turned down a request added after protocol version 1 (an older
+    /// agent binary, e.g. in a guest image built earlier): callers use the older requests.
+    no_command_files: AtomicBool,
     /// Encoded request payloads for the writer task. Dropping the last sender ends the writer,
     /// which closes the channel towards the agent.
     outgoing: mpsc::UnboundedSender<Bytes>,
@@ -234,6 +262,7 @@ impl AgentClient {
         let client = AgentClient {
             inner: Arc::new(Inner {
                 next_id: AtomicU64::new(CONNECTION_ID + 1),
+                no_command_files: AtomicBool::new(false),
                 outgoing,
                 shared,
             }),
@@ -354,13 +383,18 @@ impl AgentClient {
             Some(s) if s.len() > CHUNK_LEN => req.stdin.take(),
             _ => None,
         };
-        let mut call = self.start(Request::Exec {
+        let call = self.start(Request::Exec {
             req,
             stdin_follows: big_stdin.is_some(),
         })?;
         if let Some(stdin) = big_stdin {
             self.send_bulk(call.id, &stdin)?;
         }
+        self.started(call).await
+    }
+
+    /// The `Started` answer of an exec, as a handle.
+    async fn started(&self, mut call: Call) -> Result<ExecHandle, AgentError> {
         match self.answer(&mut call).await? {
             Response::Started { pid } => Ok(ExecHandle {
                 id: call.id,
@@ -368,9 +402,69 @@ impl AgentClient {
                 events: call.rx,
                 done: false,
                 client: self.clone(),
+                files: Vec::new(),
+                files_end: None,
             }),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// Like [`AgentClient::exec`], and the agent also creates `files` (empty) before the
+    /// command starts and sends their directory back before the exit status
+    /// ([`ExecHandle::take_files`]): a step's file commands in one round trip instead of
+    /// three (create, exec, read).
+    ///
+    /// An agent older than this request answers that it cannot decode it and runs nothing;
+    /// that fails here and [`AgentClient::supports_command_files`] turns false, so the
+    /// caller can do the same with `put_tar`, [`AgentClient::exec`] and `get_tar`.
+    pub async fn exec_with_files(
+        &self,
+        mut req: ExecRequest,
+        files: CommandFiles,
+    ) -> Result<ExecHandle, AgentError> {
+        let big_stdin = match &req.stdin {
+            Some(s) if s.len() > CHUNK_LEN => req.stdin.take(),
+            _ => None,
+        };
+        let call = self.start(Request::ExecWithFiles {
+            req,
+            stdin_follows: big_stdin.is_some(),
+            files,
+        })?;
+        if let Some(stdin) = big_stdin {
+            self.send_bulk(call.id, &stdin)?;
+        }
+        self.started(call)
+            .await
+            .map_err(|e| self.note_unsupported(e))
+    }
+
+    /// Whether the agent handles [`AgentClient::exec_with_files`] and
+    /// [`AgentClient::remove_all`]; true until an agent turned one down.
+    pub fn supports_command_files(&self) -> bool {
+        !self.inner.no_command_files.load(Ordering::Relaxed)
+    }
+
+    /// Remembers an "undecodable request" answer (an agent older than the request).
+    fn note_unsupported(&self, e: AgentError) -> AgentError {
+        if let AgentError::Remote(m) = &e
+            && m.starts_with("undecodable request")
+        {
+            self.inner.no_command_files.store(true, Ordering::Relaxed);
+        }
+        e
+    }
+
+    /// Remove a file or directory tree in the guest (`rm -rf`; a missing path is fine)
+    /// without starting a process. Fails on an agent older than this request (see
+    /// [`AgentClient::supports_command_files`]).
+    pub async fn remove_all(&self, path: &str) -> Result<(), AgentError> {
+        let call = self.start(Request::RemoveAll {
+            path: path.to_owned(),
+        })?;
+        self.expect_ok(call)
+            .await
+            .map_err(|e| self.note_unsupported(e))
     }
 
     /// Run and collect all output.
@@ -561,6 +655,44 @@ mod tests {
         let payload = protocol::encode(&ResponseFrame { id, body }).expect("encodable");
         io.write_u32(payload.len() as u32).await.expect("write");
         io.write_all(&payload).await.expect("write");
+    }
+
+    /// An agent from before `ExecWithFiles` (e.g. in an older guest image) cannot decode it,
+    /// answers so and runs nothing: the client reports the request as unsupported from then
+    /// on, so callers fall back to put_tar + exec + get_tar.
+    #[tokio::test]
+    async fn an_older_agent_turns_command_files_off() {
+        let (client_io, mut agent_io) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(client_io);
+        let client = AgentClient::new(r, w);
+        let hello = read_request(&mut agent_io).await;
+        write_response(
+            &mut agent_io,
+            hello.id,
+            Response::Hello {
+                version: PROTOCOL_VERSION,
+                pid: 1,
+            },
+        )
+        .await;
+        assert!(client.supports_command_files());
+        let files = CommandFiles {
+            dir: "/tmp/f".into(),
+            names: vec!["env".into()],
+            mode: 0o666,
+        };
+        let fake = async {
+            let req = read_request(&mut agent_io).await;
+            assert!(matches!(req.body, Request::ExecWithFiles { .. }));
+            let message = "undecodable request: unknown variant".to_string();
+            write_response(&mut agent_io, req.id, Response::Error { message }).await;
+        };
+        let (res, ()) = tokio::join!(
+            client.exec_with_files(ExecRequest::argv(["true"]), files),
+            fake
+        );
+        assert!(res.is_err());
+        assert!(!client.supports_command_files());
     }
 
     #[tokio::test]

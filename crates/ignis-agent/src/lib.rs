@@ -29,4 +29,4 @@ pub use agent::{AgentConfig, ServeEnd, ServeError, serve};
 pub use client::{AgentClient, AgentError, ExecEvent, ExecHandle, ExecOutput};
 pub use locate::{AgentBinaryError, agent_binary_near, agent_binary_path};
 pub use process::ReapMode;
-pub use protocol::{ExecRequest, ExitStatus, Program, Stream};
+pub use protocol::{CommandFiles, ExecRequest, ExitStatus, Program, Stream};

@@ -16,7 +16,17 @@
 //!   [`Response::Done`], so no single frame has to hold a whole file.
 //! - An exec is answered by [`Response::Started`], then [`Response::Output`] chunks, then exactly
 //!   one [`Response::Exit`]; or by one [`Response::Error`] when it could not start.
+//! - [`Request::ExecWithFiles`] is an exec that also creates a command's file command files
+//!   (`GITHUB_ENV`, `GITHUB_OUTPUT`, ...) before starting it and returns them after it: between
+//!   the last `Output` and the `Exit` come the directory's tar as [`Response::Data`] chunks and
+//!   one [`Response::FilesEnd`]. One round trip per step instead of three.
 //! - Id 0 is reserved for connection-level errors (a frame whose id could not be decoded).
+//!
+//! # Compatibility
+//! Requests added after version 1 ([`Request::ExecWithFiles`], [`Request::RemoveAll`]) are
+//! appended variants: a version-1 agent answers them with an "undecodable request" error and
+//! runs nothing, which the client turns into a fallback (see
+//! [`crate::AgentClient::supports_command_files`]); the version number stays 1.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -195,6 +205,33 @@ pub enum Request {
     Ping,
     /// Kill every process group and exit after answering `Ok`.
     Shutdown,
+    /// [`Request::Exec`] plus the command's file command files: before the command starts,
+    /// `files.dir` is created with each of `files.names` empty in it; after the command ended
+    /// the directory comes back as a tar (`Data` chunks, then `FilesEnd`) before the `Exit`.
+    ExecWithFiles {
+        /// The command.
+        req: ExecRequest,
+        /// Stdin arrives as `Data` chunks instead of inside `req`.
+        stdin_follows: bool,
+        /// The files to create and return.
+        files: CommandFiles,
+    },
+    /// Remove a file or a directory tree (like `rm -rf`; a missing path is fine); answered `Ok`.
+    RemoveAll {
+        /// Guest path.
+        path: String,
+    },
+}
+
+/// The file command files of one command (see [`Request::ExecWithFiles`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CommandFiles {
+    /// Guest directory that holds them, created with its parents.
+    pub dir: String,
+    /// File names in `dir`, each created empty (an existing file is truncated).
+    pub names: Vec<String>,
+    /// Permission bits of the files, e.g. `0o666`.
+    pub mode: u32,
 }
 
 /// An agent -> host message for the request with `id`.
@@ -244,6 +281,13 @@ pub enum Response {
         /// What went wrong, lowercase, naming the path or command.
         message: String,
     },
+    /// End of the file command files' tar of an [`Request::ExecWithFiles`] (sent before its
+    /// `Exit`); `error` says why the tar is missing or incomplete (e.g. the command removed
+    /// the directory).
+    FilesEnd {
+        /// Why packing the directory failed, if it did.
+        error: Option<String>,
+    },
 }
 
 impl Response {
@@ -251,7 +295,10 @@ impl Response {
     pub fn is_terminal(&self) -> bool {
         !matches!(
             self,
-            Response::Started { .. } | Response::Output { .. } | Response::Data(_)
+            Response::Started { .. }
+                | Response::Output { .. }
+                | Response::Data(_)
+                | Response::FilesEnd { .. }
         )
     }
 }

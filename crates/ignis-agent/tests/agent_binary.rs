@@ -1,7 +1,7 @@
 //! The real `ignis-agent` binary over stdio, driven by `AgentClient`.
 
 use ignis_agent::testing::spawn_agent_at;
-use ignis_agent::{AgentClient, AgentError, ExecEvent, ExecRequest, Program, Stream};
+use ignis_agent::{AgentClient, AgentError, CommandFiles, ExecEvent, ExecRequest, Program, Stream};
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -80,6 +80,138 @@ mod agent {
             let out = client.exec_collect(sh("kill -9 $$")).await.expect("exec");
             assert_eq!((out.status.code, out.status.signal), (None, Some(9)));
             assert!(!out.status.timed_out && !out.status.cancelled);
+        })
+        .await
+    }
+
+    /// The entries of a tar as (name without `./`, contents; symlinks as `-> target`).
+    fn tar_entries(tar: &[u8]) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut archive = tar::Archive::new(tar);
+        for e in archive.entries().expect("entries") {
+            let mut e = e.expect("entry");
+            let name = e.path().expect("path").display().to_string();
+            let name = name.trim_start_matches("./").to_string();
+            let body = if e.header().entry_type().is_symlink() {
+                format!(
+                    "-> {}",
+                    e.link_name().expect("link").expect("target").display()
+                )
+            } else {
+                let mut b = String::new();
+                std::io::Read::read_to_string(&mut e, &mut b).expect("read");
+                b
+            };
+            out.push((name, body));
+        }
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn exec_with_files_creates_them_first_and_returns_them_before_exit() {
+        let (client, _child) = agent();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files_dir = dir.path().join("files/step-1");
+        let files = CommandFiles {
+            dir: files_dir.display().to_string(),
+            names: vec!["env".into(), "output".into()],
+            mode: 0o666,
+        };
+        within(async {
+            // A stale file of the same name is emptied before the command runs.
+            std::fs::create_dir_all(&files_dir).expect("mkdir");
+            std::fs::write(files_dir.join("env"), "OLD=1\n").expect("write");
+            let script = "test -f \"$D/output\" && test ! -s \"$D/env\" || exit 9; \
+                          echo A=1 >> \"$D/env\"; echo out; ln -s /etc/hostname \"$D/link\"";
+            let mut req = sh(script);
+            req.env.insert("D".into(), files_dir.display().to_string());
+            let mut h = client
+                .exec_with_files(req, files.clone())
+                .await
+                .expect("exec");
+            assert!(h.take_files().is_none(), "nothing before the command ran");
+            let mut stdout = String::new();
+            let status = loop {
+                match h.next().await.expect("event").expect("ok") {
+                    ExecEvent::Output(_, d) => stdout.push_str(&String::from_utf8_lossy(&d)),
+                    ExecEvent::Exit(st) => break st,
+                }
+            };
+            assert_eq!(
+                status.code,
+                Some(0),
+                "files existed, empty, before the command"
+            );
+            assert_eq!(stdout, "out\n");
+            let tar = h.take_files().expect("files sent").expect("packed");
+            assert_eq!(
+                tar_entries(&tar),
+                vec![
+                    ("env".to_string(), "A=1\n".to_string()),
+                    ("link".to_string(), "-> /etc/hostname".to_string()),
+                    ("output".to_string(), String::new()),
+                ]
+            );
+            let mode = std::fs::metadata(files_dir.join("output")).expect("meta");
+            assert_eq!(
+                std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+                0o666
+            );
+            // A command that removes the directory: the files come back as an error.
+            let mut req = sh("rm -rf \"$D\"");
+            req.env.insert("D".into(), files_dir.display().to_string());
+            let mut h = client
+                .exec_with_files(req, files.clone())
+                .await
+                .expect("exec");
+            while let Some(ev) = h.next().await {
+                ev.expect("event");
+            }
+            let err = h.take_files().expect("files end").expect_err("dir gone");
+            assert!(err.contains("step-1"), "{err}");
+            // Names that would leave the directory are refused before anything runs.
+            let bad = CommandFiles {
+                names: vec!["../x".into()],
+                ..files.clone()
+            };
+            let err = client
+                .exec_with_files(sh("true"), bad)
+                .await
+                .expect_err("bad name");
+            assert!(
+                matches!(err, AgentError::Remote(ref m) if m.contains("invalid")),
+                "{err}"
+            );
+            assert!(client.supports_command_files());
+            // A plain exec has no files.
+            let mut h = client.exec(sh("true")).await.expect("exec");
+            while h.next().await.is_some() {}
+            assert!(h.take_files().is_none());
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn remove_all_is_rm_rf() {
+        let (client, _child) = agent();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tree = dir.path().join("run");
+        std::fs::create_dir_all(tree.join("a/b")).expect("mkdir");
+        std::fs::write(tree.join("a/b/f"), "x").expect("write");
+        std::os::unix::fs::symlink(dir.path(), tree.join("up")).expect("symlink");
+        within(async {
+            client
+                .remove_all(&tree.display().to_string())
+                .await
+                .expect("rm");
+            assert!(!tree.exists());
+            assert!(dir.path().exists(), "a symlink is removed, not followed");
+            // Missing is fine.
+            client
+                .remove_all(&tree.display().to_string())
+                .await
+                .expect("rm again");
         })
         .await
     }
