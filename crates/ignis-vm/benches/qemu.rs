@@ -1,5 +1,6 @@
 //! QEMU backend latency: cold boot to agent ready, restore (from a template snapshot) to agent
-//! ready, exec round trip of `true`, and uploading a 10 MB repository with `put_tar`.
+//! ready, exec round trip of `true`, uploading a 10 MB repository with `put_tar` onto the root
+//! disk, and a step snapshot (memory + frozen disk layer) of the VM holding it.
 //!
 //! A bench binary (no criterion): each sample is a whole boot, and medians are what matter.
 //! `cargo bench -p ignis-vm --bench qemu` (or `--profile dev` to skip a release build: the
@@ -23,6 +24,12 @@ fn spec() -> VmSpec {
         pids_max: None,
         network: NetworkPolicy::None,
     }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn report(name: &str, mut v: Vec<Duration>) {
@@ -88,10 +95,16 @@ async fn main() {
     };
     let accel = cold.accel().await.expect("accel");
     println!(
-        "qemu bench: accel={accel:?} image={} kernel={} host cpus={}",
+        "qemu bench: accel={accel:?} image={} kernel={} root={} host cpus={} load={}",
         image.manifest.key,
         image.manifest.kernel_release,
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        if image.root_disk().is_some() {
+            "ext4 disk + qcow2 overlay"
+        } else {
+            "initramfs"
+        },
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        loadavg()
     );
 
     let mut boots = Vec::new();
@@ -119,7 +132,7 @@ async fn main() {
         if i < 3 {
             let t = Instant::now();
             vm.agent
-                .put_tar(&format!("/tmp/ws{i}"), tar.clone())
+                .put_tar(&format!("/root/ws{i}"), tar.clone())
                 .await
                 .expect("put_tar");
             uploads.push(t.elapsed());
@@ -144,7 +157,21 @@ async fn main() {
         .allocate(&spec())
         .await
         .expect("template + first restore");
-    println!("template creation + first restore: {:.3?}", t.elapsed());
+    let first_took = t.elapsed();
+    let made_now = warm
+        .template_snapshot()
+        .and_then(|snap| std::fs::metadata(snap.0).ok())
+        .and_then(|m| m.modified().ok())
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age <= first_took);
+    println!(
+        "first template allocation ({}): {first_took:.3?}",
+        if made_now {
+            "template made now, then restored"
+        } else {
+            "template found in the cache"
+        }
+    );
     warm.release(&first).await.expect("release");
     let mut restores = Vec::new();
     for _ in 0..n {
@@ -154,4 +181,5 @@ async fn main() {
         warm.release(&vm).await.expect("release");
     }
     report("restore to agent ready (incl. reseed)", restores);
+    println!("load at the end: {}", loadavg());
 }

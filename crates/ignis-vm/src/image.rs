@@ -52,9 +52,12 @@ pub const DEFAULT_KERNEL_META: &str = "linux-image-cloud-amd64";
 /// Modules the cloud kernel builds as `=m` and the guest needs: virtio transport over MMIO
 /// (microvm), the console/serial port for the agent (QEMU), block, and vsock for the agent
 /// under Firecracker (`vsock`, its virtio transport; all `=m` in Debian's cloud config).
+/// In load order (each after the modules its `depends=` names): the initramfs names them
+/// `NN-name.ko` and `/init` loads them in one pass (every failed `insmod` is an exec, which
+/// costs under TCG).
 const MODULES: &[&str] = &[
-    "kernel/drivers/virtio/virtio.ko",
     "kernel/drivers/virtio/virtio_ring.ko",
+    "kernel/drivers/virtio/virtio.ko",
     "kernel/drivers/virtio/virtio_mmio.ko",
     "kernel/drivers/char/virtio_console.ko",
     "kernel/drivers/block/virtio_blk.ko",
@@ -98,6 +101,10 @@ pub enum ImageError {
     NotFound(String),
     #[error("image key {0:?} matches more than one image")]
     Ambiguous(String),
+    #[error(
+        "image {key} is in use by qemu disk layers (remove those snapshots or release those VMs first): {users}"
+    )]
+    InUse { key: String, users: String },
     #[error("bad image manifest {path}: {detail}")]
     Manifest { path: PathBuf, detail: String },
     #[error(transparent)]
@@ -301,9 +308,33 @@ pub fn find(cache: &Path, prefix: &str) -> Result<GuestImage, ImageError> {
 }
 
 /// Delete one image, and the qemu template snapshots made from it.
+///
+/// Refused while a qemu disk layer outside those templates builds on the image's root disk (a
+/// live VM's overlay or a snapshot's layer): they would be left pointing at nothing.
 pub fn remove(image: &GuestImage) -> Result<(), ImageError> {
     if let Some(cache) = image.dir.parent().and_then(Path::parent) {
         let prefix = format!("template-{}-", image.manifest.key);
+        if let Some(disk) = image.root_disk() {
+            let mut layers = Vec::new();
+            for dir in [cache.join("snapshots"), cache.join("qemu-disks")] {
+                qcow2_layers(&dir, 1, &mut layers);
+            }
+            let users: Vec<String> = layers
+                .iter()
+                .filter(|l| {
+                    !l.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                })
+                .filter(|l| chain_bottom(l) == disk)
+                .map(|l| l.display().to_string())
+                .collect();
+            if !users.is_empty() {
+                return Err(ImageError::InUse {
+                    key: image.manifest.key.clone(),
+                    users: users.join(", "),
+                });
+            }
+        }
         for e in fs::read_dir(cache.join("snapshots"))
             .into_iter()
             .flatten()
@@ -315,6 +346,30 @@ pub fn remove(image: &GuestImage) -> Result<(), ImageError> {
         }
     }
     fs::remove_dir_all(&image.dir).map_err(io_err(format!("removing {}", image.dir.display())))
+}
+
+fn qcow2_layers(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => qcow2_layers(&p, depth - 1, out),
+            Ok(t) if t.is_file() && p.extension().is_some_and(|x| x == "qcow2") => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+/// The file at the bottom of a qcow2 backing chain (the layer itself when it has no backing).
+fn chain_bottom(layer: &Path) -> PathBuf {
+    let mut at = layer.to_owned();
+    // a chain is one layer per snapshot; the bound only guards against a cycle
+    for _ in 0..4096 {
+        match crate::qemu::disk::qcow2_backing(&at) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    at
 }
 
 fn run(cmd: &mut Command) -> Result<String, ImageError> {
@@ -507,10 +562,8 @@ if [ ! -e /{DISK_MARKER} ]; then
   mount -t proc proc /proc
   mount -t sysfs sysfs /sys
   mount -t devtmpfs devtmpfs /dev
-  # modules have no depmod data here: retry until every dependency is in
-  for pass in 1 2 3; do
-    for m in /lib/modules/ignis/*.ko; do insmod "$m" 2>/dev/null; done
-  done
+  # no depmod data here: the file names put the modules in dependency order
+  for m in /lib/modules/ignis/*.ko; do insmod "$m" 2>/dev/null; done
   # a root disk (`{ROOT_PARAM}=/dev/vda`): mount it and run this script again from there
   root=""
   for arg in $(cat /proc/cmdline); do
@@ -590,7 +643,10 @@ fn ensure_kernel(cache: &Path, pkg: &str, version: &str) -> Result<PathBuf, Imag
     let safe_version = version.replace([':', '/'], "_");
     // the module list is part of the name: a kernel unpacked for an older list lacks modules
     let mut h = Sha256::new();
-    h.update(MODULES.join("\0"));
+    // the set, not the load order, decides what is unpacked
+    let mut set = MODULES.to_vec();
+    set.sort_unstable();
+    h.update(set.join("\0"));
     let modules_tag = &hex(&h.finalize())[..8];
     let dir = cache
         .join("kernels")
@@ -1028,19 +1084,14 @@ fn write_userland<S: RootSink>(
     let Some(modules) = modules else {
         return Ok(());
     };
-    let mut mods: Vec<PathBuf> = fs::read_dir(modules)
-        .map_err(io_err("listing kernel modules"))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    mods.sort();
-    for m in mods {
-        let data = fs::read(&m).map_err(io_err(format!("reading {}", m.display())))?;
-        let name = m
+    for (i, m) in MODULES.iter().enumerate() {
+        let name = Path::new(m)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        w.file(&format!("lib/modules/ignis/{name}"), 0o644, &data)
+            .ok_or_else(|| ImageError::MissingModule((*m).to_owned()))?;
+        let src = modules.join(&name);
+        let data = fs::read(&src).map_err(|_| ImageError::MissingModule((*m).to_owned()))?;
+        w.file(&format!("lib/modules/ignis/{i:02}-{name}"), 0o644, &data)
             .map_err(e())?;
     }
     Ok(())
@@ -1116,11 +1167,76 @@ mod tests {
     }
 
     #[test]
+    fn remove_refuses_while_a_disk_layer_builds_on_the_image() {
+        let Some(qemu_img) = which("qemu-img") else {
+            eprintln!("skipped: qemu-img not installed");
+            return;
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let cache = tmp.path();
+        let dir = cache.join("images/k1");
+        fs::create_dir_all(&dir).expect("image dir");
+        let manifest = Manifest {
+            key: "k1".into(),
+            kernel_package: "p".into(),
+            kernel_version: "1".into(),
+            kernel_release: "r".into(),
+            programs: vec![],
+            agent_sha256: String::new(),
+            created: 1,
+        };
+        fs::write(
+            dir.join("manifest.json"),
+            serde_json::to_vec(&manifest).expect("json"),
+        )
+        .expect("manifest");
+        fs::write(dir.join("rootfs.ext4"), vec![0u8; 65536]).expect("disk");
+        fs::create_dir_all(cache.join("snapshots")).expect("snapshots");
+        let overlay = |name: &str| {
+            let ok = Command::new(&qemu_img)
+                .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                .arg(dir.join("rootfs.ext4"))
+                .arg(cache.join("snapshots").join(name))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "qemu-img create");
+        };
+        overlay("template-k1-abc.qcow2");
+        overlay("step-x.qcow2");
+        let img = find(cache, "k1").expect("find");
+        let err = remove(&img).expect_err("a snapshot layer uses the disk");
+        assert!(err.to_string().contains("step-x.qcow2"), "{err}");
+        assert!(dir.is_dir(), "nothing removed");
+        fs::remove_file(cache.join("snapshots/step-x.qcow2")).expect("rm layer");
+        remove(&img).expect("the image's own templates do not block it");
+        assert!(!dir.exists());
+        assert!(!cache.join("snapshots/template-k1-abc.qcow2").exists());
+    }
+
+    #[test]
+    fn package_lists() {
+        assert_eq!(
+            parse_package_list("python3, git  curl"),
+            ["python3", "git", "curl"]
+        );
+        assert!(parse_package_list("none").is_empty());
+        assert!(parse_package_list(" ").is_empty());
+    }
+
+    #[test]
     fn init_script_names_the_port() {
         let s = init_script();
         assert!(s.starts_with("#!/bin/sh\n"));
         assert!(s.contains("= \"ignis.agent\""));
         assert!(s.contains("exec /usr/bin/ignis-agent --serial \"$port\" --poweroff-on-exit"));
+        // with `ignis.root=`, the initramfs mounts the disk and runs the disk's copy of itself,
+        // which sees the marker and goes straight to the agent
+        assert!(s.contains("ignis.root=*) root="));
+        assert!(s.contains("exec switch_root /newroot /init"));
+        assert!(s.contains("if [ ! -e /etc/ignis-root-disk ]; then"));
+        let switch = s.find("switch_root").expect("switch");
+        let agent = s.find("exec /usr/bin/ignis-agent").expect("agent");
+        assert!(switch < agent);
     }
 
     #[test]
