@@ -566,8 +566,12 @@ impl WorkflowExecutor {
             for cmd in live.cleanup_commands() {
                 let _ = self.phase_command(rt, sref, Phase::Cleanup, &cmd).await;
             }
-            let rm = format!("rm -rf '{}'", sref.root);
-            let _ = self.phase_command(rt, sref, Phase::Cleanup, &rm).await;
+            // The run directory: removed by the agent itself (no process), or with `rm -rf`
+            // by an agent older than that request.
+            if !self.remove_run_dir(rt, sref).await {
+                let rm = format!("rm -rf '{}'", sref.root);
+                let _ = self.phase_command(rt, sref, Phase::Cleanup, &rm).await;
+            }
         }
         let info = live.info();
         if let Err(e) = live.release(result).await {
@@ -607,6 +611,31 @@ impl WorkflowExecutor {
             exit_code: Some(if r.is_ok() { 0 } else { 1 }),
         });
         r
+    }
+
+    /// Removes the run directory through the agent's `remove_all`, reported as a cleanup
+    /// command. Returns false when the agent is too old for it (the caller falls back).
+    async fn remove_run_dir(&self, rt: &Arc<RunShared>, sref: &SessionRef) -> bool {
+        if !sref.agent.supports_command_files() {
+            return false;
+        }
+        let command = format!("remove {}", sref.root);
+        rt.bus.emit(RunEvent::CommandStarted {
+            phase: Phase::Cleanup,
+            session_id: sref.session_id.clone(),
+            vm_id: sref.vm_id.clone(),
+            command: command.clone(),
+        });
+        let r = sref.agent.remove_all(&sref.root).await;
+        rt.bus.emit(RunEvent::CommandFinished {
+            phase: Phase::Cleanup,
+            session_id: sref.session_id.clone(),
+            vm_id: sref.vm_id.clone(),
+            command,
+            exit_code: Some(if r.is_ok() { 0 } else { 1 }),
+        });
+        // Turned down as unknown: the caller runs `rm -rf` instead.
+        r.is_ok() || sref.agent.supports_command_files()
     }
 
     async fn phase_command(

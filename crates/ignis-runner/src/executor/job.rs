@@ -11,7 +11,7 @@ use crate::runs::{LegRun, Redactor, StepRun as RecordedStep, StepSnapshot};
 use crate::runtime::actions::{self, ActionRef};
 use crate::runtime::file_commands::{self, PrependPath};
 use crate::runtime::shell;
-use ignis_agent::{ExecRequest, Program};
+use ignis_agent::{CommandFiles, ExecRequest, Program};
 use ignis_workflow::expr::{EvalContext, Map as ExprMap, Status, Value};
 use ignis_workflow::model::{Action, BoolExpr, Defaults, Job, NumberExpr, Runs, Step, Workflow};
 use indexmap::IndexMap;
@@ -1132,18 +1132,6 @@ impl JobRunner {
         let allow_unsecure = env
             .get("ACTIONS_ALLOW_UNSECURE_COMMANDS")
             .is_some_and(|v| v == "true");
-        // GitHub creates the file command files before the step (the toolkit refuses to
-        // append to a missing file). Usually the previous command already created them
-        // while its own files were read back (see below), which saves a round trip.
-        if self.prepared_seq != Some(files.seq)
-            && let Err(err) = self.create_file_commands(&files).await
-        {
-            self.system(
-                step_id,
-                &format!("##[error]creating the file command files: {err}"),
-            );
-            return (false, vec![], vec![]);
-        }
         let req = ExecRequest {
             program,
             env,
@@ -1153,8 +1141,49 @@ impl JobRunner {
         };
         let token = self.step_cancel.clone();
         let target = self.target(step_id);
-        let (ended, effects) =
-            process::run(&self.session.agent, req, &target, allow_unsecure, &token).await;
+        let agent = self.session.agent.clone();
+        // GitHub creates the file command files before the step (the toolkit refuses to
+        // append to a missing file). The agent creates them with the command and sends them
+        // back before its exit status: one round trip per command.
+        let mut run = None;
+        if agent.supports_command_files() {
+            let with_files = CommandFiles {
+                dir: files.dir.clone(),
+                names: file_commands::FILE_NAMES.map(str::to_string).to_vec(),
+                mode: 0o666,
+            };
+            let r = process::run(
+                &agent,
+                req.clone(),
+                &target,
+                allow_unsecure,
+                &token,
+                Some(with_files),
+            )
+            .await;
+            // An agent older than that request turned it down without running anything:
+            // then the older way below.
+            if agent.supports_command_files() {
+                run = Some(r);
+            }
+        }
+        let (ended, effects, returned) = match run {
+            Some(r) => r,
+            None => {
+                // Usually the previous command already created this one's files while its
+                // own were read back (see below), which saves a round trip.
+                if self.prepared_seq != Some(files.seq)
+                    && let Err(err) = self.create_file_commands(&files).await
+                {
+                    self.system(
+                        step_id,
+                        &format!("##[error]creating the file command files: {err}"),
+                    );
+                    return (false, vec![], vec![]);
+                }
+                process::run(&agent, req, &target, allow_unsecure, &token, None).await
+            }
+        };
         match &ended {
             Ended::Exited(0) => {}
             Ended::Exited(c) => self.system(
@@ -1182,13 +1211,20 @@ impl JobRunner {
             self.path.add(p);
         }
         let mut ok = ended.success();
-        // Read this command's files and create the next command's in the same round trip.
-        let next = FilePaths::new(&self.dirs.files, self.seq + 1);
-        let (read, created) = tokio::join!(
-            self.read_file_commands(step_id, &files),
-            self.create_file_commands(&next)
-        );
-        self.prepared_seq = created.is_ok().then_some(next.seq);
+        let read = match returned {
+            Some(tar) => self.parse_file_commands(step_id, &files, tar).await,
+            None => {
+                // Read this command's files and create the next command's in the same round
+                // trip.
+                let next = FilePaths::new(&self.dirs.files, self.seq + 1);
+                let (read, created) = tokio::join!(
+                    self.read_file_commands(step_id, &files),
+                    self.create_file_commands(&next)
+                );
+                self.prepared_seq = created.is_ok().then_some(next.seq);
+                read
+            }
+        };
         match read {
             Ok(fc) => {
                 for (k, v) in fc.env {
@@ -1220,10 +1256,26 @@ impl JobRunner {
         step_id: &str,
         files: &FilePaths,
     ) -> Result<FileCommandsRead, String> {
+        // One `get_tar` of the command's directory.
+        let tar = self
+            .session
+            .agent
+            .get_tar(&files.dir)
+            .await
+            .map_err(|e| e.to_string());
+        self.parse_file_commands(step_id, files, tar).await
+    }
+
+    /// The file commands in the tar of a command's directory; a missing tar (the step removed
+    /// the directory) means no commands.
+    async fn parse_file_commands(
+        &self,
+        step_id: &str,
+        files: &FilePaths,
+        tar: Result<Vec<u8>, String>,
+    ) -> Result<FileCommandsRead, String> {
         let agent = &self.session.agent;
-        // One `get_tar` of the command's directory; a missing directory (the step removed
-        // it) means no commands.
-        let read = match agent.get_tar(&files.dir).await {
+        let read = match tar {
             Ok(tar) => file_commands::read_files_tar(&tar)
                 .map_err(|e| format!("reading the file command files: {e}"))?,
             Err(_) => file_commands::FilesRead::default(),

@@ -5,7 +5,7 @@
 use crate::events::{EventBus, LogStream, RunEvent};
 use crate::runtime::mask::Masker;
 use crate::runtime::workflow_commands::{CommandProcessor, WorkflowCommand};
-use ignis_agent::{AgentClient, ExecEvent, ExecRequest, Stream};
+use ignis_agent::{AgentClient, CommandFiles, ExecEvent, ExecRequest, Stream};
 use tokio_util::sync::CancellationToken;
 
 /// Where the lines of a command go.
@@ -56,24 +56,35 @@ impl Ended {
     }
 }
 
-/// Run `req` and stream it. `cancel` stops it (the agent kills the process group).
+/// The tar of a command's file command directory, or why the agent could not pack it;
+/// `None` when the command was started without [`CommandFiles`] (or did not start).
+pub(crate) type ReturnedFiles = Option<Result<Vec<u8>, String>>;
+
+/// Run `req` and stream it. `cancel` stops it (the agent kills the process group). With
+/// `files`, the agent creates them before the command and returns their directory.
 pub(crate) async fn run(
     agent: &AgentClient,
     req: ExecRequest,
     target: &LogTarget,
     allow_unsecure: bool,
     cancel: &CancellationToken,
-) -> (Ended, CommandEffects) {
+    files: Option<CommandFiles>,
+) -> (Ended, CommandEffects, ReturnedFiles) {
     let mut effects = CommandEffects::default();
     if cancel.is_cancelled() {
-        return (Ended::Cancelled, effects);
+        return (Ended::Cancelled, effects, None);
     }
-    let mut handle = match agent.exec(req).await {
+    let started = match files {
+        Some(f) => agent.exec_with_files(req, f).await,
+        None => agent.exec(req).await,
+    };
+    let mut handle = match started {
         Ok(h) => h,
         Err(e) => {
             return (
                 Ended::Failed(format!("starting the command failed: {e}")),
                 effects,
+                None,
             );
         }
     };
@@ -127,7 +138,7 @@ pub(crate) async fn run(
             handle_line(stream, &text, &mut proc, target, &mut effects);
         }
     }
-    (ended, effects)
+    (ended, effects, handle.take_files())
 }
 
 fn handle_line(
