@@ -1347,8 +1347,14 @@ impl VmProvider for QemuProvider {
         // the live machine goes on either way
         let resumed = q.execute("cont", None).await;
         if let Err(e) = result {
-            for ext in ["state", "json", "qcow2"] {
-                let _ = std::fs::remove_file(file.with_extension(ext));
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::remove_file(file.with_extension("json"));
+            // a frozen layer may already be the backing file of the VM's new overlay: mark it
+            // and let the collection delete it once nothing builds on it
+            let layer = file.with_extension("qcow2");
+            if layer.exists() {
+                let _ = std::fs::write(disk::removed_marker(&layer), b"");
+                self.collect_layers();
             }
             return Err(err(e));
         }
