@@ -743,36 +743,53 @@ impl JobRunner {
     }
 
     async fn run_inner(&mut self) -> Result<(), String> {
-        // Job directories: one command in the run's VM, no allocation. In a VM restored from
-        // a snapshot, a leg that starts over first clears what an earlier attempt left.
-        let mut argv: Vec<String> = Vec::new();
+        // Job directories: one round trip in the run's VM, no allocation. In a VM restored
+        // from a snapshot, a leg that starts over first clears what an earlier attempt left.
         if self.session.restored && self.cont.is_none() {
-            argv.extend(["sh", "-c", "rm -rf \"$0\" && mkdir -p \"$@\""].map(String::from));
+            let mut argv: Vec<String> = ["sh", "-c", "rm -rf \"$0\" && mkdir -p \"$@\""]
+                .map(String::from)
+                .to_vec();
             argv.push(self.leg_root.clone());
-        } else {
-            argv.extend(["mkdir", "-p"].map(String::from));
-        }
-        argv.extend([
-            self.dirs.workspace.clone(),
-            self.dirs.temp.clone(),
-            self.dirs.files.clone(),
-        ]);
-        let mkdir = ExecRequest {
-            program: Program::Argv(argv),
-            env: self.rt.base_env.clone(),
-            cwd: None,
-            stdin: None,
-            timeout: Some(Duration::from_secs(60)),
-        };
-        match self.session.agent.exec_collect(mkdir).await {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => {
-                return Err(format!(
-                    "creating the job directories failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+            argv.extend([
+                self.dirs.workspace.clone(),
+                self.dirs.temp.clone(),
+                self.dirs.files.clone(),
+            ]);
+            let mkdir = ExecRequest {
+                program: Program::Argv(argv),
+                env: self.rt.base_env.clone(),
+                cwd: None,
+                stdin: None,
+                timeout: Some(Duration::from_secs(60)),
+            };
+            match self.session.agent.exec_collect(mkdir).await {
+                Ok(out) if out.status.success() => {}
+                Ok(out) => {
+                    return Err(format!(
+                        "creating the job directories failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ));
+                }
+                Err(e) => return Err(format!("creating the job directories failed: {e}")),
             }
-            Err(e) => return Err(format!("creating the job directories failed: {e}")),
+        } else {
+            // One `put_tar` of the three directories (relative to the leg's root), not a
+            // `mkdir -p` process.
+            let root = format!("{}/", self.leg_root);
+            let rel: Vec<&str> = [&self.dirs.workspace, &self.dirs.temp, &self.dirs.files]
+                .into_iter()
+                .map(|d| d.strip_prefix(&root).unwrap_or(d.as_str()))
+                .collect();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let tar = crate::runtime::dirs::directories_tar(&rel, now)
+                .map_err(|e| format!("creating the job directories failed: {e}"))?;
+            self.session
+                .agent
+                .put_tar(&self.leg_root, tar)
+                .await
+                .map_err(|e| format!("creating the job directories failed: {e}"))?;
         }
 
         // Job env (--env-file < workflow < job), evaluated with the job's contexts.

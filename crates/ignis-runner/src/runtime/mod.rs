@@ -5,6 +5,8 @@
 pub mod actions;
 /// The `github` context and `GITHUB_*` variables of a local run.
 pub mod contexts;
+/// Directories made with one `put_tar` instead of a `mkdir -p` process.
+pub mod dirs;
 /// Dotenv files for secrets, vars, inputs and env.
 pub mod env;
 /// `GITHUB_ENV`, `GITHUB_OUTPUT`, `GITHUB_PATH`, `GITHUB_STATE`, `GITHUB_STEP_SUMMARY`.
