@@ -197,11 +197,15 @@ enum Backing {
     Layer(PathBuf),
 }
 
+/// One image, built once per process however many allocations wait for it.
+type ImageCell = Arc<tokio::sync::OnceCell<GuestImage>>;
+
 /// The QEMU backend. Cheap to share behind `Arc`.
 #[derive(Debug)]
 pub struct QemuProvider {
     config: QemuConfig,
-    image: tokio::sync::OnceCell<GuestImage>,
+    /// Guest images by the package list a spec asks for (`None`: the configured recipe).
+    images: AsyncMutex<HashMap<Option<Vec<String>>, ImageCell>>,
     running: Mutex<HashMap<VmId, Running>>,
     /// Template snapshots by file, one per machine shape, made at most once per process.
     templates: AsyncMutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<SnapshotId>>>>,
@@ -269,7 +273,7 @@ impl QemuProvider {
     pub fn new(config: QemuConfig) -> Self {
         QemuProvider {
             config,
-            image: tokio::sync::OnceCell::new(),
+            images: AsyncMutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             templates: AsyncMutex::new(HashMap::new()),
             last_template: Mutex::new(None),
@@ -301,22 +305,42 @@ impl QemuProvider {
 
     /// The guest image, built (or found in the cache) on first use.
     pub async fn image(&self) -> Result<GuestImage, VmError> {
+        self.image_with(None).await
+    }
+
+    /// The image a spec asks for: its `image` is empty or `/` for the configured one, or
+    /// `debian:PKG,PKG...` for the configured recipe with that package list on the root disk
+    /// (`debian:none`: no disk), built on first use and cached by inputs like any image.
+    pub async fn image_for(&self, spec: &VmSpec) -> Result<GuestImage, VmError> {
+        self.image_with(spec_packages(spec)?).await
+    }
+
+    async fn image_with(&self, packages: Option<Vec<String>>) -> Result<GuestImage, VmError> {
+        let cell = self
+            .images
+            .lock()
+            .await
+            .entry(packages.clone())
+            .or_default()
+            .clone();
         let recipe = self.config.recipe.clone();
-        self.image
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    let recipe = match recipe {
-                        Some(r) => r,
-                        None => ImageRecipe::default_for_host()?,
-                    };
-                    image::build(&recipe)
-                })
-                .await
-                .map_err(|e| unavailable(format!("image build task: {e}")))?
-                .map_err(|e| unavailable(format!("guest image: {e}")))
+        cell.get_or_try_init(|| async move {
+            tokio::task::spawn_blocking(move || {
+                let mut recipe = match recipe {
+                    Some(r) => r,
+                    None => ImageRecipe::default_for_host()?,
+                };
+                if let Some(p) = packages {
+                    recipe.packages = p;
+                }
+                image::build(&recipe)
             })
             .await
-            .cloned()
+            .map_err(|e| unavailable(format!("image build task: {e}")))?
+            .map_err(|e| unavailable(format!("guest image: {e}")))
+        })
+        .await
+        .cloned()
     }
 
     /// The accelerator every VM of this process uses (probing KVM once).
@@ -794,6 +818,7 @@ impl QemuProvider {
     }
 
     fn check_spec(spec: &VmSpec) -> Result<(), VmError> {
+        spec_packages(spec)?;
         if spec.network != NetworkPolicy::None {
             return Err(alloc_err(
                 spec,
@@ -806,11 +831,11 @@ impl QemuProvider {
         Ok(())
     }
 
-    /// The template snapshot of this provider's image for `spec`'s machine shape: booted, agent
-    /// waiting for its host. Found in the snapshot dir when an earlier process made it; made
-    /// otherwise, under a lock file so concurrent processes make it once.
+    /// The template snapshot of `spec`'s image and machine shape: booted, agent waiting for
+    /// its host. Found in the snapshot dir when an earlier process made it; made otherwise,
+    /// under a lock file so concurrent processes make it once.
     async fn template(&self, spec: &VmSpec) -> Result<SnapshotId, VmError> {
-        let image = self.image().await?;
+        let image = self.image_for(spec).await?;
         let accel = self.accel().await?;
         let launch = self.launch_for(spec, &image, accel);
         let file = self.template_path(&image, &launch);
@@ -1126,6 +1151,25 @@ fn kill_recorded(pid: u32, start_time: u64) {
     let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
 }
 
+/// The package list a spec's `image` names: `None` for empty or `/` (the provider's own
+/// recipe), the list for `debian:PKG,PKG...`; anything else is refused, since the qemu backend
+/// has no other kind of image name.
+fn spec_packages(spec: &VmSpec) -> Result<Option<Vec<String>>, VmError> {
+    let name = spec.image.to_string_lossy();
+    if name.is_empty() || name == "/" {
+        return Ok(None);
+    }
+    match name.strip_prefix("debian:") {
+        Some(list) => Ok(Some(image::parse_package_list(list))),
+        None => Err(alloc_err(
+            spec,
+            format!(
+                "image {name:?}: the qemu backend takes `debian:PKG,PKG...` (Debian packages for the root disk, `debian:none` for none) or no image (the default packages)"
+            ),
+        )),
+    }
+}
+
 /// Whether a template's files are all there (the layer only for a launch with a disk).
 fn template_complete(file: &Path, launch: &Launch) -> bool {
     file.is_file()
@@ -1255,7 +1299,7 @@ impl VmProvider for QemuProvider {
             vm.allocation_time = t0.elapsed();
             return Ok(vm);
         }
-        let image = self.image().await?;
+        let image = self.image_for(spec).await?;
         let accel = self.accel().await?;
         let launch = self.launch_for(spec, &image, accel);
         self.boot(spec, launch, None, Backing::Image, self.config.boot_timeout)
@@ -1553,6 +1597,33 @@ mod tests {
         );
         let bad = SnapshotId(dir.path().join("x.txt").display().to_string());
         assert!(p.remove_snapshot(&bad).await.is_err(), "not a snapshot");
+    }
+
+    #[test]
+    fn spec_image_names_packages() {
+        let mut spec = VmSpec {
+            vm_type: "t".into(),
+            backend: Backend::Qemu,
+            image: PathBuf::from("/"),
+            vcpus: 1,
+            memory_mib: 256,
+            disk_mib: 0,
+            pids_max: None,
+            network: NetworkPolicy::None,
+        };
+        assert_eq!(spec_packages(&spec).expect("default"), None);
+        spec.image = PathBuf::new();
+        assert_eq!(spec_packages(&spec).expect("default"), None);
+        spec.image = PathBuf::from("debian:python3, nodejs");
+        assert_eq!(
+            spec_packages(&spec).expect("list"),
+            Some(vec!["python3".to_owned(), "nodejs".to_owned()])
+        );
+        spec.image = PathBuf::from("debian:none");
+        assert_eq!(spec_packages(&spec).expect("none"), Some(Vec::new()));
+        spec.image = PathBuf::from("ubuntu-22.04");
+        let err = spec_packages(&spec).expect_err("not a qemu image name");
+        assert!(err.to_string().contains("debian:PKG"), "{err}");
     }
 
     #[test]

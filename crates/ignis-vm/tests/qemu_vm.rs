@@ -4,7 +4,8 @@
 //! Needs `qemu-system-x86_64`, `qemu-img`, `mkfs.ext4`, busybox-static and apt access to
 //! Debian's cloud kernel and packages (the image, with its ext4 root disk, is built once and
 //! cached; concurrent tests wait for one build); without them every test prints
-//! `skipped: <reason>`. One test uses an image without packages (initramfs only).
+//! `skipped: <reason>`. One test asks for an image without packages (`debian:none`, initramfs
+//! only) through its spec, as a profile would.
 
 #![allow(clippy::tests_outside_test_module)] // integration tests live at the top level
 
@@ -47,11 +48,6 @@ fn agent_bin() -> Result<PathBuf, String> {
 /// A provider on the default image (with its root disk), or `None` when the host cannot run
 /// these tests.
 fn provider(from_template: bool) -> Option<QemuProvider> {
-    provider_with(from_template, true)
-}
-
-/// A provider; `disk = false`: an image without packages, whose initramfs is the whole root.
-fn provider_with(from_template: bool, disk: bool) -> Option<QemuProvider> {
     let mut config = QemuConfig::default();
     let p = QemuProvider::new(config.clone());
     if let Err(e) = p.qemu_available() {
@@ -64,9 +60,8 @@ fn provider_with(from_template: bool, disk: bool) -> Option<QemuProvider> {
         eprintln!("skipped: busybox-static not installed (scripts/test.sh installs it)");
         return None;
     }
-    if disk
-        && !(which("qemu-img")
-            && (which("mkfs.ext4") || std::path::Path::new("/usr/sbin/mkfs.ext4").exists()))
+    if !(which("qemu-img")
+        && (which("mkfs.ext4") || std::path::Path::new("/usr/sbin/mkfs.ext4").exists()))
     {
         eprintln!("skipped: qemu-img or mkfs.ext4 not installed (scripts/test.sh installs them)");
         return None;
@@ -86,14 +81,10 @@ fn provider_with(from_template: bool, disk: bool) -> Option<QemuProvider> {
             .iter()
             .map(|s| (*s).to_owned())
             .collect(),
-        packages: if disk {
-            ignis_vm::image::rootdisk::DEFAULT_PACKAGES
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect()
-        } else {
-            Vec::new()
-        },
+        packages: ignis_vm::image::rootdisk::DEFAULT_PACKAGES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
     };
     recipe.programs.retain(|p| p != "git" || which("git"));
     config.recipe = Some(recipe);
@@ -451,12 +442,20 @@ async fn allocation_from_a_template_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initramfs_only_image_still_boots() {
-    let Some(p) = provider_with(false, false) else {
-        return;
+    // a profile's `image = "debian:none"`: the default recipe without packages, so no disk
+    let Some(p) = provider(false) else { return };
+    let spec = VmSpec {
+        image: PathBuf::from("debian:none"),
+        ..spec()
     };
-    let image = p.image().await.expect("image");
+    let image = p.image_for(&spec).await.expect("image");
     assert!(image.root_disk().is_none(), "no packages, no disk");
-    let vm = p.allocate(&spec()).await.expect("allocate");
+    assert_ne!(
+        Some(image.manifest.key.clone()),
+        p.image().await.ok().map(|i| i.manifest.key),
+        "a different image than the provider's default"
+    );
+    let vm = p.allocate(&spec).await.expect("allocate");
     let (root, st) = sh(&vm.agent, "stat -f -c %T /; uname -r").await;
     assert!(st.success(), "{st:?}");
     let mut lines = root.lines();
