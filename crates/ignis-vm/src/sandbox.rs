@@ -62,15 +62,28 @@
 //! else v1; a controller usable nowhere is reported once with `tracing::warn!` and skipped.
 //!
 //! # Snapshots
-//! A snapshot copies the session's upper layer (its changes against the lower layers) into the
-//! snapshot store as a new lower layer, shifting owners back to image-relative ids; `restore`
-//! allocates a fresh sandbox whose lowers are that layer, the layers it was built on, and the
-//! base image. Cost is proportional to the changes, not to the image (see "Why not an O(1)
-//! freeze" below). **Process state is not captured**: a restored sandbox starts with a fresh
-//! agent and no running commands. The store must be on another filesystem than the image
-//! (overlayfs refuses overlapping layers); the default is under `/dev/shm`, in memory, so
-//! snapshots survive the ignis process but not a reboot (set `state_dir` on a disk that is not
-//! the image's for that).
+//! Snapshots are filesystem layers. **Process state is not captured**: a restored sandbox
+//! starts with a fresh agent and no running commands; `restore` allocates a sandbox whose
+//! lowers are the snapshot's layer, the layers it was built on, and the base image.
+//!
+//! Root mode, sandbox idle (PID 1 alone in its pid namespace, its cwd `/`, no fd on the root):
+//! the snapshot is an **O(1) freeze**. The session's upper is a tmpfs the host made and
+//! idmapped (so its files carry image-relative owners); the freeze attaches that tmpfs in the
+//! store as the layer and moves the live sandbox onto a new overlay (the frozen upper and the
+//! old lowers below a fresh upper tmpfs) with a helper that joins the sandbox's namespaces and
+//! `pivot_root`s; no file is copied (the `freeze` module has the steps). Such a layer is a
+//! mount in the host's mount namespace under the store, which outlives the ignis process like
+//! any snapshot; `remove_snapshot` unmounts it.
+//!
+//! Otherwise (a background process still runs, an fd is open on the root, unprivileged mode)
+//! the upper is **copied** into the store as a new layer directory, owners shifted back to
+//! image-relative ids where needed; cost is one pass over the changed files. A busy sandbox
+//! cannot be frozen safely: a process whose cwd or open file is on the old root keeps the old
+//! overlay alive and could write into what is already a lower layer elsewhere.
+//!
+//! The copy store must be on another filesystem than the image (overlayfs refuses overlapping
+//! layers); the default is under `/dev/shm`, in memory, so snapshots survive the ignis process
+//! but not a reboot (frozen layers are tmpfs mounts, in memory too).
 //!
 //! Snapshots are persistent: each layer has a manifest beside it naming the layers it is built
 //! on and its base image, and that store is the only registry, so any provider with the same
@@ -79,44 +92,11 @@
 //! process runs on it (each sandbox holds a shared `flock` on its layers' manifests) and while
 //! a later snapshot is built on it (the error names those dependants: remove the newest first).
 //!
-//! ## Why not an O(1) freeze (investigated, not landed)
-//! The issue asks to freeze the current upper as a new lower layer in O(1). What was checked on
-//! this host (kernel 6.18, as root, with throwaway namespaces and tmpfs dirs):
-//! 1. A second overlay whose top lower is the live overlay's upper mounts fine; the kernel only
-//!    warns ("lowerdir is in-use as upperdir/workdir of another mount ... undefined behavior")
-//!    as long as nothing writes through the old overlay.
-//! 2. A helper that joins the sandbox's mount namespace (host root may `setns` into it) can
-//!    mount that overlay on an existing directory and `pivot_root(".", ".")` into it, then
-//!    detach the old root: every process whose root and cwd were the old root (PID 1 and idle
-//!    children with cwd `/`) is moved by the kernel; later writes land in the new upper, and
-//!    the old upper stays frozen. Overlay layers can be handed over as fds
-//!    (`fsconfig(FSCONFIG_SET_FD, "lowerdir+"/"upperdir"/"workdir")` works here), so no
-//!    staging paths are needed inside the sandbox.
-//! 3. An idmapped tmpfs mount works as the overlay's *upper* inside the sandbox's user
-//!    namespace: files the sandbox's root creates are stored with image-relative ids (raw 0),
-//!    whiteouts included, so a frozen upper would need no id shifting.
-//!
-//! What stands in the way of landing it, and why it was not done in this session:
-//! - The upper lives on a tmpfs that exists only in the sandbox's mount namespace; a rename
-//!   into the store is across filesystems (`EXDEV`). O(1) needs the upper on its own tmpfs
-//!   created by the host (`fsopen`/`fsmount`, `size=disk_mib`, idmapped as in 3.), and the
-//!   frozen tmpfs *mount* moved into the store (`move_mount`) as the layer: snapshots become
-//!   mounts in the host's mount namespace (removal = unmount), a second layer layout beside the
-//!   copied directories.
-//! - `pivot_root` only moves processes whose root or cwd *is* the old root. A process with its
-//!   cwd deeper in the tree, or an open writable fd, keeps the old overlay alive and can write
-//!   into the frozen layer while it is already a lower elsewhere. The freeze is only safe when
-//!   PID 1 is the only process and has no fd on the overlay; otherwise it must fall back to the
-//!   copy. The agent itself is dynamically linked from the overlay, so its mapped libraries
-//!   keep the old overlay (read-only) alive for its whole life.
-//! - `/proc`, `/dev` (a tmpfs with bound device nodes, `pts`, `shm`) and `/sys` are submounts of
-//!   the old root and must be moved into the new root before the old one is detached.
-//! - The helper must be a freshly cloned single-threaded process (a thread cannot `setns` into
-//!   a mount namespace) running a pre-built plan of raw syscalls, like the sandbox's own child.
-//!
-//! That is a new allocation path (host-made upper), a freeze helper, a second store layout and
-//! the fallback, in the backend every other layer depends on; it did not fit the time left
-//! with the tests it needs, so the copy stays. Its cost is one pass over the changed files.
+//! Known wart of the freeze: the agent is dynamically linked, and its libraries, mapped from
+//! the old overlay when it started, keep that overlay alive (read-only use) for the agent's
+//! life. The kernel notes it once per freeze or restore ("overlayfs: lowerdir is in-use as
+//! upperdir/workdir of another mount"); nothing writes through the old overlay, so the warning
+//! is harmless. A static agent would remove it.
 //!
 //! # Crash cleanup
 //! A [`VmRecord`] lists the agent's (pid, start time), pasta's if any, and the cgroup
@@ -129,6 +109,7 @@
 
 mod cgroup;
 mod child;
+mod freeze;
 mod snapshot;
 mod sys;
 
@@ -263,6 +244,9 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// Creating the session's upper tmpfs failed.
+    #[error("creating the session's upper layer")]
+    Upper(#[source] io::Error),
     /// Snapshot store problem.
     #[error("{0}")]
     Snapshot(String),
@@ -353,15 +337,23 @@ struct Live {
     pid: u32,
     pidfd: OwnedFd,
     cgroup: SessionCgroup,
-    /// The scratch tmpfs (upper/, work/) as the child handed it over.
+    /// The scratch tmpfs (mount points; upper/ and work/ in unprivileged mode) as the child
+    /// handed it over.
     scratch: OwnedFd,
+    /// Root mode: the session's upper tmpfs (upper/, work/), the original, not idmapped, mount.
+    upper_mount: Option<OwnedFd>,
     /// Host uid that root inside maps to (`None` = unprivileged mode, ids not shifted).
     uid_base: Option<u32>,
     /// Snapshot layers below this sandbox's upper (newest first).
     layers: Vec<String>,
     /// Shared locks on those layers' manifests: no `remove_snapshot` (of any process) can
     /// delete a layer while this sandbox mounts it.
-    _layer_locks: Vec<std::fs::File>,
+    layer_locks: Vec<std::fs::File>,
+    /// Size of the upper tmpfs (MiB, 0 = kernel default), for the new upper of a freeze.
+    disk_mib: u64,
+    /// A freeze swapped the root but could not record its layer: later snapshots would name
+    /// a parent the store does not have, so they are refused.
+    broken: bool,
     image: PathBuf,
     /// The `pasta` daemon serving `network = "user"`: (pid, start time).
     pasta: Option<(u32, u64)>,
@@ -381,6 +373,8 @@ struct Inner {
     cgroups_missing: Vec<&'static str>,
     warned: Once,
     live: Mutex<HashMap<String, Live>>,
+    /// One freeze at a time (they swap a live sandbox's root; see the `freeze` module).
+    freeze_lock: Mutex<()>,
     next_slot: AtomicU32,
 }
 
@@ -409,6 +403,7 @@ impl SandboxProvider {
                 cgroups_missing,
                 warned: Once::new(),
                 live: Mutex::new(HashMap::new()),
+                freeze_lock: Mutex::new(()),
             }),
         })
     }
@@ -813,10 +808,25 @@ impl Inner {
         let (err_read, err_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| SandboxError::Channel("stderr", e.into()))?;
 
+        // The upper layer (root mode): a tmpfs the host makes and keeps an fd of, idmapped like
+        // the lowers but writable, attached by the child at `<scratch>/u`.
+        let upper_mount = if self.root {
+            Some(make_upper(spec.disk_mib).map_err(SandboxError::Upper)?)
+        } else {
+            None
+        };
+        if let Some((_, clone)) = &upper_mount {
+            lowers.push(Lower::Fd {
+                fd: clone.as_raw_fd(),
+                mountpoint: cstring(format!("{scratch_s}/u"), "path")?,
+            });
+        }
+
         let fresh = layers.is_empty();
         let plan = self.plan(PlanInput {
             id: &id,
             scratch_s: &scratch_s,
+            host_upper: upper_mount.is_some(),
             lowers,
             lower_opts: &lower_opts,
             fresh,
@@ -877,7 +887,7 @@ impl Inner {
             cg.attach(pid).map_err(SandboxError::CgroupAttach)?;
         }
         pause_allocation_for_tests();
-        if !lower_fds.is_empty() {
+        if !lower_fds.is_empty() || upper_mount.is_some() {
             let userns = sys::open_userns(pid).map_err(SandboxError::OpenUserns)?;
             for (fd, p) in lower_fds.iter().zip(&layer_paths) {
                 sys::mount_setattr_idmap(fd.as_fd(), userns.as_fd()).map_err(|source| {
@@ -886,6 +896,14 @@ impl Inner {
                         source,
                     }
                 })?;
+            }
+            if let Some((_, clone)) = &upper_mount {
+                sys::mount_setattr_idmap_writable(clone.as_fd(), userns.as_fd()).map_err(
+                    |source| SandboxError::Idmap {
+                        path: PathBuf::from("<session upper>"),
+                        source,
+                    },
+                )?;
             }
         }
         let start_time = process_start_time(pid).unwrap_or(0);
@@ -914,6 +932,8 @@ impl Inner {
         }
         let scratch_fd = scratch_fd.ok_or(SandboxError::ChildVanished)?;
         drop(lower_fds);
+        // The attached clone lives on in the child's mount namespace; keep the original.
+        let upper_mount = upper_mount.map(|(orig, _clone)| orig);
 
         if spec.network == NetworkPolicy::User {
             let cg = guard.cgroup.as_ref();
@@ -938,9 +958,12 @@ impl Inner {
             pidfd: cloned.pidfd,
             cgroup,
             scratch: scratch_fd,
+            upper_mount,
             uid_base,
             layers,
-            _layer_locks: layer_locks,
+            layer_locks,
+            disk_mib: spec.disk_mib,
+            broken: false,
             image: spec.image.clone(),
             pasta,
         };
@@ -969,8 +992,16 @@ impl Inner {
         let s = p.scratch_s;
         let c = |x: String| cstring(x, "path");
         let root = format!("{s}/root");
-        let upper = format!("{s}/upper");
-        let mut scratch_dirs = vec![c(upper.clone())?, c(format!("{s}/work"))?, c(root.clone())?];
+        let (upper, work) = if p.host_upper {
+            (format!("{s}/u/upper"), format!("{s}/u/work"))
+        } else {
+            (format!("{s}/upper"), format!("{s}/work"))
+        };
+        let mut scratch_dirs = vec![c(root.clone())?];
+        if !p.host_upper {
+            scratch_dirs.push(c(upper.clone())?);
+            scratch_dirs.push(c(work.clone())?);
+        }
         for l in &p.lowers {
             if let Lower::Fd { mountpoint, .. } = l {
                 scratch_dirs.push(mountpoint.clone());
@@ -1055,7 +1086,7 @@ impl Inner {
             upper_dirs,
             overlay_target: c(root.clone())?,
             overlay_opts: c(format!(
-                "lowerdir={},upperdir={upper},workdir={s}/work,userxattr",
+                "lowerdir={},upperdir={upper},workdir={work},userxattr",
                 p.lower_opts.join(":")
             ))?,
             proc_dir: c(format!("{root}/proc"))?,
@@ -1076,6 +1107,8 @@ impl Inner {
 struct PlanInput<'a> {
     id: &'a str,
     scratch_s: &'a str,
+    /// The upper is the host-made tmpfs attached at `<scratch>/u` (root mode).
+    host_upper: bool,
     lowers: Vec<Lower>,
     lower_opts: &'a [String],
     fresh: bool,
@@ -1086,6 +1119,40 @@ struct PlanInput<'a> {
     stderr: i32,
     init: &'a Init,
     agent_fd: Option<i32>,
+}
+
+/// The session's upper layer as a detached tmpfs (`size` = `disk_mib`, 0 = the kernel's default
+/// of half the RAM) holding `upper/` and `work/`, and a clone of it to idmap and hand to the
+/// child. Nothing of it is attached on the host: it lives as long as the fd or the sandbox's
+/// overlay does. Why the host makes it (and not the child, inside the sandbox): its files get
+/// image-relative owners through the idmapped clone, and the host can reach it by fd.
+fn make_upper(disk_mib: u64) -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags, fsconfig_create,
+        fsconfig_set_string, fsmount, fsopen, open_tree,
+    };
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    fsconfig_set_string(fs.as_fd(), "mode", "755")?;
+    if disk_mib > 0 {
+        fsconfig_set_string(fs.as_fd(), "size", format!("{disk_mib}m"))?;
+    }
+    fsconfig_create(fs.as_fd())?;
+    let mnt = fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?;
+    for d in ["upper", "work"] {
+        rustix::fs::mkdirat(mnt.as_fd(), d, rustix::fs::Mode::from_raw_mode(0o755))?;
+    }
+    let clone = open_tree(
+        mnt.as_fd(),
+        "",
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_EMPTY_PATH,
+    )?;
+    Ok((mnt, clone))
 }
 
 fn write_proc(pid: u32, file: &'static str, content: &str) -> Result<(), SandboxError> {

@@ -258,9 +258,18 @@ async fn a_background_process_dies_with_the_session_and_nothing_is_left() {
         "background sleep survived"
     );
     assert_gone(&vm.record);
+    // No mount of the session on the host (frozen snapshot layers of other tests, which are
+    // mounts in the store, are not the session's).
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     let state = p.config().state_dir.display().to_string();
-    assert!(!mountinfo.contains(&state), "host mount under {state}");
+    let store = p.config().state_dir.join("snapshots").display().to_string();
+    assert!(
+        !mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .any(|m| m.starts_with(&state) && !m.starts_with(&store)),
+        "host mount under {state}"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(p.config().state_dir.join("mnt"))
         .expect("mnt")
         .collect();
@@ -455,6 +464,119 @@ async fn snapshot_then_restore_sees_files_written_before_the_snapshot() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let err = q.restore(&snap, &spec()).await.expect_err("removed");
     assert!(err.to_string().contains("unknown snapshot"), "{err}");
+}
+
+/// Whether `dir` has a filesystem of its own mounted on it (a frozen layer), unlike a copied
+/// layer, which is a directory of the store.
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    dev(dir).is_some() && dev(dir) != dir.parent().and_then(dev)
+}
+
+#[tokio::test]
+async fn an_idle_sandbox_is_frozen_in_place_and_keeps_working() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(
+        &vm,
+        "echo one > /etc/ignis-freeze-1 && mkdir -p /home/runner/work/x && echo w > /home/runner/work/x/f && rm -f /etc/issue",
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let snap = p
+        .snapshot(&vm, &format!("frozen-{}", vm.id))
+        .await
+        .expect("snapshot");
+    let dir = p.config().state_dir.join("snapshots").join(&snap.0);
+    assert!(
+        is_mount_point(&dir),
+        "an idle sandbox is frozen, not copied"
+    );
+    assert!(dir.join("manifest.json").is_file() && dir.join("layer/etc/ignis-freeze-1").is_file());
+    // The live sandbox runs on the new root: old files, new writes, /proc, /dev, ptys.
+    let out = sh(
+        &vm,
+        "cat /etc/ignis-freeze-1 /home/runner/work/x/f; test -e /etc/issue && echo whiteout-lost; \
+         echo two > /etc/ignis-freeze-2 && cat /etc/ignis-freeze-2; echo x > /dev/null && \
+         head -c1 /dev/urandom | wc -c; test -d /proc/self/fd && echo proc; test -c /dev/ptmx && echo pts; \
+         stat -c %u /etc/ignis-freeze-2",
+    )
+    .await;
+    assert_eq!(
+        text(&out.stdout),
+        "one\nw\ntwo\n1\nproc\npts\n0",
+        "{}",
+        text(&out.stderr)
+    );
+    // The frozen layer did not change, and files in it have image-relative owners.
+    assert!(
+        !dir.join("layer/etc/ignis-freeze-2").exists(),
+        "write leaked into the frozen layer"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(dir.join("layer/etc/ignis-freeze-1"))
+        .expect("stat")
+        .uid();
+    assert_eq!(owner, 0);
+    // A second snapshot of the same sandbox builds on the first.
+    let second = p
+        .snapshot(&vm, &format!("frozen2-{}", vm.id))
+        .await
+        .expect("second snapshot");
+    let restored = p.restore(&second, &spec()).await.expect("restore");
+    let out = sh(
+        &restored,
+        "cat /etc/ignis-freeze-1 /etc/ignis-freeze-2; test -e /etc/issue || echo gone",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "one\ntwo\ngone", "{}", text(&out.stderr));
+    let err = p.remove_snapshot(&snap).await.expect_err("in use");
+    assert!(err.to_string().contains("in use"), "{err}");
+    p.release(&restored).await.expect("release");
+    p.release(&vm).await.expect("release");
+    assert_gone(&vm.record);
+    let err = p
+        .remove_snapshot(&snap)
+        .await
+        .expect_err("base of the second");
+    assert!(err.to_string().contains(&second.0), "{err}");
+    p.remove_snapshot(&second).await.expect("remove second");
+    p.remove_snapshot(&snap).await.expect("remove first");
+    assert!(!dir.exists());
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        !mountinfo.contains(&snap.0) && !mountinfo.contains(&second.0),
+        "layer mount left"
+    );
+}
+
+#[tokio::test]
+async fn a_busy_sandbox_is_copied_and_the_copy_is_right() {
+    let Some(p) = provider() else { return };
+    let vm = p.allocate(&spec()).await.expect("allocate");
+    let out = sh(
+        &vm,
+        "echo busy > /etc/ignis-busy && (setsid sleep 4243.5 </dev/null >/dev/null 2>&1 &) ; echo ok",
+    )
+    .await;
+    assert_eq!(text(&out.stdout), "ok", "{}", text(&out.stderr));
+    let snap = p
+        .snapshot(&vm, &format!("busy-{}", vm.id))
+        .await
+        .expect("snapshot");
+    let dir = p.config().state_dir.join("snapshots").join(&snap.0);
+    assert!(
+        !is_mount_point(&dir),
+        "a sandbox with a background process must be copied"
+    );
+    let restored = p.restore(&snap, &spec()).await.expect("restore");
+    let out = sh(&restored, "cat /etc/ignis-busy").await;
+    assert_eq!(text(&out.stdout), "busy");
+    p.release(&restored).await.expect("release");
+    p.release(&vm).await.expect("release");
+    p.remove_snapshot(&snap).await.expect("remove");
+    assert!(!dir.exists());
 }
 
 #[tokio::test]

@@ -224,3 +224,165 @@ fn setup(plan: &ChildPlan, args: &ExecArgs) -> Result<std::convert::Infallible, 
     };
     Err((Step::Exec, err))
 }
+
+/// Steps of the freeze helper, reported to the host as `(step, errno)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum FreezeStep {
+    SetnsUser = 1,
+    SetGroups,
+    SetGid,
+    SetUid,
+    SetnsMnt,
+    MountStaging,
+    Mkdir,
+    AttachLayer,
+    MountOverlay,
+    MoveSubmount,
+    Chdir,
+    PivotRoot,
+    DetachOldRoot,
+}
+
+impl FreezeStep {
+    const ALL: [FreezeStep; 13] = [
+        FreezeStep::SetnsUser,
+        FreezeStep::SetGroups,
+        FreezeStep::SetGid,
+        FreezeStep::SetUid,
+        FreezeStep::SetnsMnt,
+        FreezeStep::MountStaging,
+        FreezeStep::Mkdir,
+        FreezeStep::AttachLayer,
+        FreezeStep::MountOverlay,
+        FreezeStep::MoveSubmount,
+        FreezeStep::Chdir,
+        FreezeStep::PivotRoot,
+        FreezeStep::DetachOldRoot,
+    ];
+
+    /// The step a number names (`None` for anything else, e.g. `READY`).
+    pub fn from_u32(n: u32) -> Option<FreezeStep> {
+        FreezeStep::ALL.iter().copied().find(|s| *s as u32 == n)
+    }
+
+    /// What the step does, for error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            FreezeStep::SetnsUser => "joining the sandbox's user namespace",
+            FreezeStep::SetGroups => "dropping supplementary groups",
+            FreezeStep::SetGid => "becoming gid 0 of the sandbox",
+            FreezeStep::SetUid => "becoming uid 0 of the sandbox",
+            FreezeStep::SetnsMnt => "joining the sandbox's mount namespace",
+            FreezeStep::MountStaging => "mounting the staging tmpfs",
+            FreezeStep::Mkdir => "creating a staging directory",
+            FreezeStep::AttachLayer => "attaching a layer in the staging area",
+            FreezeStep::MountOverlay => "mounting the new overlay",
+            FreezeStep::MoveSubmount => "moving /proc, /dev and other submounts to the new root",
+            FreezeStep::Chdir => "entering the new root",
+            FreezeStep::PivotRoot => "pivoting into the new root",
+            FreezeStep::DetachOldRoot => "detaching the old root",
+        }
+    }
+
+    /// Whether a failure at this step may have changed the sandbox (after the staging tmpfs
+    /// was mounted; the helper then tries to undo what it did).
+    pub fn changes_sandbox(self) -> bool {
+        self as u32 >= FreezeStep::MountStaging as u32
+    }
+}
+
+/// What the freeze helper does, prepared by the host (fds are open in the host and inherited
+/// by the clone; strings are pre-built). Layers are attached in a staging tmpfs mounted over a
+/// plain directory of the sandbox's root, as the sandbox's own child does in its scratch area:
+/// overlayfs, mounted inside a user namespace, wants them attached in the mount namespace.
+#[derive(Debug)]
+pub struct FreezePlan {
+    pub ctl: RawFd,
+    pub userns: RawFd,
+    pub mntns: RawFd,
+    /// The staging directory (e.g. `/tmp`), overmounted by a tmpfs for the swap.
+    pub staging: CString,
+    /// Directories to create in the staging tmpfs (layer mount points, the new root).
+    pub mkdirs: Vec<CString>,
+    /// Detached layer mounts and where to attach them in the staging area.
+    pub attach: Vec<(RawFd, CString)>,
+    /// Where the new overlay is mounted (in the staging area) and its options.
+    pub overlay_target: CString,
+    pub overlay_opts: CString,
+    /// Submounts of the current root: (their mount point, the same path under the new root).
+    pub moves: Vec<(CString, CString)>,
+}
+
+/// The freeze helper: joins the sandbox's user (as its root) and mount namespaces, mounts the
+/// new overlay in a staging tmpfs, moves the submounts into it and pivots every process whose
+/// root is the old root into it; then detaches the old root. A failure before the pivot is
+/// undone (submounts moved back, staging detached). Never returns.
+pub fn run_freeze(plan: &FreezePlan) -> ! {
+    let mut moved = 0usize;
+    let mut staged = false;
+    let result = freeze(plan, &mut moved, &mut staged);
+    match result {
+        Ok(()) => {
+            let _ = sys::child_send_record(plan.ctl, sys::READY, 0, None);
+            sys::child_exit(0)
+        }
+        Err((step, err)) => {
+            if staged {
+                for (from, to) in plan.moves[..moved].iter().rev() {
+                    let _ = sys::child_move_mount_path(to, from);
+                }
+                let _ = sys::child_detach(&plan.staging);
+            }
+            let errno = err.raw_os_error().unwrap_or(libc::EIO);
+            let _ = sys::child_send_record(plan.ctl, step as u32, errno, None);
+            sys::child_exit(1)
+        }
+    }
+}
+
+fn freeze(
+    plan: &FreezePlan,
+    moved: &mut usize,
+    staged: &mut bool,
+) -> Result<(), (FreezeStep, io::Error)> {
+    let at = |step: FreezeStep| move |e: io::Error| (step, e);
+    sys::child_setns(plan.userns, libc::CLONE_NEWUSER).map_err(at(FreezeStep::SetnsUser))?;
+    sys::child_setgroups_empty().map_err(at(FreezeStep::SetGroups))?;
+    sys::child_setresgid0().map_err(at(FreezeStep::SetGid))?;
+    sys::child_setresuid0().map_err(at(FreezeStep::SetUid))?;
+    sys::child_setns(plan.mntns, libc::CLONE_NEWNS).map_err(at(FreezeStep::SetnsMnt))?;
+    sys::child_mount(
+        Some(c"tmpfs"),
+        &plan.staging,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(c"mode=700,size=64k"),
+    )
+    .map_err(at(FreezeStep::MountStaging))?;
+    *staged = true;
+    for d in &plan.mkdirs {
+        sys::child_mkdir(d, 0o755).map_err(at(FreezeStep::Mkdir))?;
+    }
+    for (fd, target) in &plan.attach {
+        sys::child_move_mount(*fd, target).map_err(at(FreezeStep::AttachLayer))?;
+    }
+    sys::child_mount(
+        Some(c"overlay"),
+        &plan.overlay_target,
+        Some(c"overlay"),
+        0,
+        Some(&plan.overlay_opts),
+    )
+    .map_err(at(FreezeStep::MountOverlay))?;
+    for (from, to) in &plan.moves {
+        sys::child_move_mount_path(from, to).map_err(at(FreezeStep::MoveSubmount))?;
+        *moved += 1;
+    }
+    sys::child_chdir(&plan.overlay_target).map_err(at(FreezeStep::Chdir))?;
+    sys::child_pivot_root_dot().map_err(at(FreezeStep::PivotRoot))?;
+    *staged = false;
+    sys::child_detach(c".").map_err(at(FreezeStep::DetachOldRoot))?;
+    sys::child_chdir(c"/").map_err(at(FreezeStep::Chdir))?;
+    Ok(())
+}

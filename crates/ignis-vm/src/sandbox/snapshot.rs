@@ -27,7 +27,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Version of the manifest format; a manifest of another version is refused, not guessed at.
-const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 
 /// What a snapshot is built on, stored beside its layer.
@@ -71,7 +71,7 @@ fn check_name(name: &str) -> Result<(), SandboxError> {
 
 /// `<pid>-<start time>` of this process: hidden work dirs carry it so [`sweep`] can tell a
 /// crashed writer's leftovers from a live one's.
-fn owner_tag() -> String {
+pub(super) fn owner_tag() -> String {
     let pid = std::process::id();
     format!(
         "{pid}-{}",
@@ -85,11 +85,41 @@ fn parse_owner(tag: &str) -> Option<(u32, u64)> {
     Some((pid.parse().ok()?, start.parse().ok()?))
 }
 
-/// Copies the upper layer of live sandbox `id` into the store as snapshot `name`.
+/// Writes the manifest of snapshot `name` (the last step of a freeze).
+pub(super) fn write_manifest(store: &Path, name: &str, text: &[u8]) -> io::Result<()> {
+    fs::write(store.join(name).join(MANIFEST), text)
+}
+
+/// A shared lock on layer `name` for a sandbox that now runs on it.
+pub(super) fn lock_layer(store: &Path, name: &str) -> Result<fs::File, SandboxError> {
+    lock_shared(store, name)
+}
+
+/// Takes snapshot `name` of live sandbox `id`: frozen in O(1) when the sandbox is idle (see
+/// the `freeze` module), else its upper layer is copied into the store.
 pub(super) fn take(inner: &Inner, id: &str, name: &str) -> Result<crate::SnapshotId, SandboxError> {
     check_name(name)?;
     let store = inner.config.state_dir.join("snapshots");
     let dest = store.join(name);
+    if fs::symlink_metadata(&dest).is_ok() {
+        return Err(SandboxError::Snapshot(format!(
+            "snapshot {name} already exists"
+        )));
+    }
+    if inner
+        .live
+        .lock()
+        .map_err(|_| SandboxError::Snapshot("state lock poisoned".into()))?
+        .get(id)
+        .is_some_and(|l| l.broken)
+    {
+        return Err(SandboxError::Snapshot(format!(
+            "vm {id}: an earlier snapshot failed half-way, so its layers are not all in the store"
+        )));
+    }
+    if let Some(done) = super::freeze::try_freeze(inner, id, name, &store)? {
+        return Ok(done);
+    }
     let (src, shift, parents, image) = {
         let live = inner
             .live
@@ -98,10 +128,12 @@ pub(super) fn take(inner: &Inner, id: &str, name: &str) -> Result<crate::Snapsho
         let l = live
             .get(id)
             .ok_or_else(|| SandboxError::Snapshot(format!("unknown vm {id}")))?;
-        // The host reaches the child's private tmpfs through the fd it handed over; a dup
-        // keeps it open while we copy without holding the lock.
+        // The host reaches the upper through the fd of its tmpfs (root mode) or of the child's
+        // private scratch tmpfs; a dup keeps it open while we copy without holding the lock.
         let keep = l
-            .scratch
+            .upper_mount
+            .as_ref()
+            .unwrap_or(&l.scratch)
             .try_clone()
             .map_err(|e| SandboxError::SnapshotCopy {
                 path: PathBuf::from("scratch"),
@@ -278,18 +310,27 @@ pub(super) fn remove(store: &Path, name: &str) -> Result<(), SandboxError> {
             )));
         }
     };
-    match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            return Err(SandboxError::Snapshot(format!(
-                "snapshot {name} is in use by a running sandbox"
-            )));
-        }
-        Err(e) => {
-            return Err(SandboxError::Snapshot(format!(
-                "locking {}: {e}",
-                path.display()
-            )));
+    // A sandbox that runs on the layer holds a shared lock for its whole life. A process this
+    // ignis forks (a sandbox's child before its exec, a freeze helper) holds copies of every
+    // lock fd for a few milliseconds, so a refusal is only final after a short grace period.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(500);
+    loop {
+        match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(SandboxError::Snapshot(format!(
+                    "snapshot {name} is in use by a running sandbox"
+                )));
+            }
+            Err(e) => {
+                return Err(SandboxError::Snapshot(format!(
+                    "locking {}: {e}",
+                    path.display()
+                )));
+            }
         }
     }
     let dependants = dependants_of(store, name)?;
@@ -304,6 +345,15 @@ pub(super) fn remove(store: &Path, name: &str) -> Result<(), SandboxError> {
             dependants.join(", ")
         )));
     }
+    let dir = store.join(name);
+    if is_mount_point(store, &dir) {
+        // A frozen layer is a tmpfs mounted here: detach it (its files go with it).
+        rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH)
+            .map_err(|e| SandboxError::Snapshot(format!("unmounting snapshot {name}: {e}")))?;
+        drop(f);
+        return fs::remove_dir_all(&dir)
+            .map_err(|e| SandboxError::Snapshot(format!("deleting {}: {e}", dir.display())));
+    }
     // Rename first (atomic: the name is gone at once), then delete at leisure.
     let doomed = store.join(format!(".{name}.{}.removing", owner_tag()));
     fs::rename(store.join(name), &doomed)
@@ -311,6 +361,14 @@ pub(super) fn remove(store: &Path, name: &str) -> Result<(), SandboxError> {
     drop(f);
     fs::remove_dir_all(&doomed)
         .map_err(|e| SandboxError::Snapshot(format!("deleting {}: {e}", doomed.display())))
+}
+
+/// Whether `dir` (in `store`) has a filesystem of its own mounted on it (a frozen layer).
+fn is_mount_point(store: &Path, dir: &Path) -> bool {
+    match (fs::metadata(store), fs::metadata(dir)) {
+        (Ok(s), Ok(d)) => s.dev() != d.dev(),
+        _ => false,
+    }
 }
 
 /// Names of the snapshots in the store whose manifest lists `name` as a parent (sorted).
@@ -336,12 +394,41 @@ fn dependants_of(store: &Path, name: &str) -> Result<Vec<String>, SandboxError> 
     Ok(out)
 }
 
-/// Removes hidden work dirs (`.<name>.<pid>-<start>.tmp` / `.removing`) whose owner process
-/// is dead: what a crash during snapshot or remove leaves. Returns the removed paths.
+/// Removes hidden work dirs (`.<name>.<pid>-<start>.tmp` / `.removing`) and claimed snapshot
+/// dirs without a manifest (a freeze in progress, marked `.claim-<pid>-<start>`) whose owner
+/// process is dead: what a crash during snapshot or remove leaves. Returns the removed paths.
 pub(super) fn sweep(store: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(store).into_iter().flatten().flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
+        if !n.starts_with('.') {
+            let dir = e.path();
+            if dir.join(MANIFEST).exists() {
+                continue;
+            }
+            let owner = fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find_map(|c| {
+                    let c = c.file_name().to_string_lossy().into_owned();
+                    c.strip_prefix(".claim-").and_then(parse_owner)
+                });
+            let Some((pid, start)) = owner else { continue };
+            if crate::host::process_running(pid, start) {
+                continue;
+            }
+            if is_mount_point(store, &dir) {
+                let _ = rustix::mount::unmount(&dir, rustix::mount::UnmountFlags::DETACH);
+            }
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => out.push(dir),
+                Err(err) => {
+                    tracing::warn!(path = %dir.display(), error = %err, "removing a half-made snapshot failed")
+                }
+            }
+            continue;
+        }
         let Some(rest) = n
             .strip_suffix(".tmp")
             .or_else(|| n.strip_suffix(".removing"))
@@ -523,6 +610,25 @@ mod tests {
         swept.sort();
         assert_eq!(swept, vec![dead_rm.clone(), dead.clone()]);
         assert!(mine.exists() && named.exists());
+    }
+
+    #[test]
+    fn sweep_removes_half_made_freezes_of_dead_owners_only() {
+        let store = tempfile::tempdir().expect("tempdir");
+        let s = store.path();
+        let dead = s.join("frozen-a");
+        let live = s.join("frozen-b");
+        let done = s.join("frozen-c");
+        for d in [&dead, &live, &done] {
+            fs::create_dir_all(d.join("upper")).expect("mkdir");
+        }
+        // pid 2^22+1 is above the kernel's pid_max limit: never a live process.
+        fs::write(dead.join(".claim-4194305-77"), b"").expect("claim");
+        fs::write(live.join(format!(".claim-{}", owner_tag())), b"").expect("claim");
+        write_snapshot(s, "frozen-c", &[]);
+        fs::write(done.join(".claim-4194305-77"), b"").expect("stale claim");
+        assert_eq!(sweep(s), vec![dead.clone()]);
+        assert!(!dead.exists() && live.exists() && done.exists());
     }
 
     #[test]

@@ -235,6 +235,14 @@ unsafe fn clone_sandbox<T>(flags: u64, child: fn(&T) -> !, arg: &T) -> io::Resul
     })
 }
 
+/// Clones a helper (no new namespaces) that runs [`super::child::run_freeze`] on `plan`: it
+/// joins the sandbox's namespaces and swaps its root (snapshot freeze).
+pub fn clone_freeze_helper(plan: &super::child::FreezePlan) -> io::Result<Cloned> {
+    // SAFETY: child::run_freeze only walks the pre-built plan and makes the async-signal-safe
+    // calls of this module; it ends with _exit and never returns. `plan` outlives the clone.
+    unsafe { clone_sandbox(0, super::child::run_freeze, plan) }
+}
+
 /// Clones the sandbox's first process, which runs [`super::child::run`] on `plan` (the safe
 /// entry point; the only caller of [`clone_sandbox`]).
 pub fn clone_sandbox_child(
@@ -271,8 +279,19 @@ fn unsafe_sigset_empty() -> libc::sigset_t {
 /// unmapped and would show as `nobody`; through an idmapped mount host 0 appears as the
 /// sandbox's root without the sandbox ever holding the host's uid 0.
 pub fn mount_setattr_idmap(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    mount_setattr_idmap_as(fd, userns, libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY)
+}
+
+/// Like [`mount_setattr_idmap`] but writable: for the session's upper tmpfs, so the files the
+/// sandbox's root writes are stored with image-relative ids (its root = raw 0), and the upper
+/// can later serve as a lower layer of any sandbox without shifting owners.
+pub fn mount_setattr_idmap_writable(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>) -> io::Result<()> {
+    mount_setattr_idmap_as(fd, userns, libc::MOUNT_ATTR_IDMAP)
+}
+
+fn mount_setattr_idmap_as(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>, set: u64) -> io::Result<()> {
     let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_IDMAP | libc::MOUNT_ATTR_RDONLY,
+        attr_set: set,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,
@@ -615,6 +634,28 @@ pub fn child_loopback_up() -> io::Result<()> {
 pub fn child_chdir(path: &CStr) -> io::Result<()> {
     // SAFETY: NUL-terminated path.
     cvt(unsafe { libc::chdir(path.as_ptr()) }).map(drop)
+}
+
+/// Joins the namespace behind `fd` (`nstype` = its `CLONE_NEW*` flag).
+pub fn child_setns(fd: RawFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: fd is inherited from the host and open.
+    cvt(unsafe { libc::setns(fd, nstype) }).map(drop)
+}
+
+/// Moves the mount at `from` to `to` (both paths in the current mount namespace).
+pub fn child_move_mount_path(from: &CStr, to: &CStr) -> io::Result<()> {
+    // SAFETY: NUL-terminated paths.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `pivot_root(".", ".")`: stacks the old root on top of the new one so it can be detached
