@@ -569,7 +569,11 @@ impl QemuProvider {
         backing: &Backing,
     ) -> Result<LiveDisk, String> {
         let dir = self.config.disk_dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&self.config.disk_dir)
+            .map_err(|e| format!("creating {}: {e}", self.config.disk_dir.display()))?;
+        // never share a directory with another VM (run dirs of processes with another TMPDIR
+        // could have the same name)
+        std::fs::create_dir(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let current = dir.join("disk-0.qcow2");
         let (file, format) = match backing {
             Backing::Image => (launch.root_disk(), "raw"),
