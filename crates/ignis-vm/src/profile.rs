@@ -187,6 +187,10 @@ pub struct Profile {
     /// Commands the executor runs in the session after the last step, however it ended.
     #[serde(default)]
     pub cleanup: Vec<String>,
+    /// Snapshot the VM after every successful step, so that `ignis run --resume` continues a
+    /// failed job at its failed step (as `ignis run --snapshot-steps`).
+    #[serde(default)]
+    pub snapshot_steps: bool,
     /// Firecracker backend settings (`[profiles.NAME.firecracker]`); other backends ignore it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firecracker: Option<FirecrackerProfile>,
@@ -280,6 +284,7 @@ impl Profile {
             groups: Vec::new(),
             setup: Vec::new(),
             cleanup: Vec::new(),
+            snapshot_steps: false,
             firecracker: None,
         }
     }

@@ -391,12 +391,24 @@ fn runs_ls_lists_and_rm_removes_a_failed_run_with_its_snapshots() {
         return;
     }
     let dir = repo(WORKFLOW);
+    // The profile key asks for step snapshots like --snapshot-steps.
+    std::fs::write(
+        dir.path().join("ignis.toml"),
+        "[profiles.default]\nlabels = [\"ubuntu-latest\"]\nsnapshot-steps = true\n",
+    )
+    .expect("ignis.toml");
     let first = ignis(
         dir.path(),
         state.path(),
-        &["--json", "--backend", "sandbox", "--snapshot-steps"],
+        &["--json", "--backend", "sandbox"],
     );
     assert_eq!(first.code, 1, "{}", first.stderr);
+    assert!(
+        of_type(&first.events, "snapshot_created")
+            .iter()
+            .any(|e| e["after"] == "build/first"),
+        "snapshot-steps = true in the profile"
+    );
     let id = resume_id(&first.stderr);
     assert!(
         !leftover_snapshots(&id).is_empty(),
