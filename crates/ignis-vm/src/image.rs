@@ -39,7 +39,7 @@ use std::process::Command;
 /// Overrides the cache directory (images, kernels).
 pub const CACHE_DIR_ENV: &str = "IGNIS_CACHE_DIR";
 /// Bumped when the recipe (init script, layout) changes, so old images are not reused.
-const RECIPE_VERSION: &str = "ignis-initramfs-3";
+const RECIPE_VERSION: &str = "ignis-initramfs-4";
 /// Lists the Debian packages of the root disk (comma or space separated) for
 /// [`ImageRecipe::default_for_host`]; empty or `none` builds an initramfs-only image.
 pub const PACKAGES_ENV: &str = "IGNIS_IMAGE_PACKAGES";

@@ -201,6 +201,58 @@ pub fn unpack(cache: &Path, debs: &[Deb], tree: &Path) -> Result<(), ImageError>
             Err(e) => return Err(io_err(format!("pruning {p}"))(e)),
         }
     }
+    precompile_python(tree)?;
+    Ok(())
+}
+
+/// Byte-compile the tree's Python modules, as Debian's `py3compile` postinst would: without
+/// it every session compiles the stdlib on its first import (measured under TCG: 8.5 s for
+/// `import json, subprocess, pathlib, re`, 1.3 s with the `.pyc` files). The tree's own
+/// interpreter does it (run through the tree's loader and libraries, so the bytecode matches
+/// the guest's Python whatever the host has), with the tree prefix stripped from the recorded
+/// source paths. `unchecked-hash`: the image is immutable, so the `.pyc` files are used
+/// without comparing source timestamps. A tree without python3 is left alone.
+fn precompile_python(tree: &Path) -> Result<(), ImageError> {
+    let Ok(target) = fs::read_link(tree.join("usr/bin/python3")) else {
+        return Ok(());
+    };
+    let python = tree.join("usr/bin").join(target);
+    let libdir = tree.join("usr/lib/x86_64-linux-gnu");
+    let loader = libdir.join("ld-linux-x86-64.so.2");
+    if !python.is_file() || !loader.is_file() {
+        return Ok(());
+    }
+    let dirs: Vec<PathBuf> = fs::read_dir(tree.join("usr/lib"))
+        .map_err(io_err("listing the tree's usr/lib"))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let out = Command::new(&loader)
+        .env_clear()
+        .env("PYTHONHOME", tree.join("usr"))
+        .arg("--library-path")
+        .arg(&libdir)
+        .arg(&python)
+        .args(["-m", "compileall", "-q", "-j", "0"])
+        .args(["--invalidation-mode", "unchecked-hash", "-p", "/", "-s"])
+        .arg(tree)
+        .args(&dirs)
+        .output()
+        .map_err(io_err(format!("running {}", python.display())))?;
+    // a module that does not compile (compileall exits 1 but writes the rest) only costs the
+    // guest that module's compilation: worth a warning, not a failed image
+    if !out.status.success() {
+        tracing::warn!(
+            "byte-compiling the guest's python modules: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     Ok(())
 }
 
