@@ -83,6 +83,9 @@ pub enum RunEvent {
         vm_type: String,
         backend: String,
         allocation_ms: u64,
+        /// The snapshot the VM was restored from (`ignis run --resume`); absent for a fresh VM.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restored_from: Option<String>,
     },
     CommandStarted {
         phase: Phase,

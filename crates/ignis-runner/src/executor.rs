@@ -408,7 +408,7 @@ impl WorkflowExecutor {
                 _ = signals.kill.cancelled() => return Err("cancelled before the session was created".into()),
             };
             match (live, from.take()) {
-                (Ok(l), f) => break (l, f.map(|f| f.root)),
+                (Ok(l), f) => break (l, f),
                 (Err(e), Some(f)) => {
                     rt.bus.emit(RunEvent::Warning {
                         message: format!(
@@ -432,7 +432,9 @@ impl WorkflowExecutor {
             vm_type: info.vm_type.clone(),
             backend: info.backend.clone(),
             allocation_ms: info.allocation_ms,
+            restored_from: restored_root.as_ref().map(|f| f.name.clone()),
         });
+        let restored_root = restored_root.map(|f| f.root);
         let restored = restored_root.is_some();
         let root = restored_root.unwrap_or_else(|| {
             format!(

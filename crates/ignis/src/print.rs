@@ -76,10 +76,17 @@ impl EventSink for HumanPrinter {
                 vm_type,
                 backend,
                 allocation_ms,
-            } => writeln!(
-                out,
-                "[ignis] session {session_id}: vm {vm_id} ({vm_type} on {backend}) allocated in {allocation_ms} ms"
-            ),
+                restored_from,
+            } => match restored_from {
+                Some(snap) => writeln!(
+                    out,
+                    "[ignis] session {session_id}: vm {vm_id} ({vm_type} on {backend}) restored from snapshot {snap} in {allocation_ms} ms"
+                ),
+                None => writeln!(
+                    out,
+                    "[ignis] session {session_id}: vm {vm_id} ({vm_type} on {backend}) allocated in {allocation_ms} ms"
+                ),
+            },
             RunEvent::CommandFinished {
                 phase,
                 command,
@@ -360,13 +367,21 @@ impl EventSink for TimelinePrinter {
                 session_id,
                 vm_id,
                 allocation_ms,
+                restored_from,
                 ..
             } => push(
                 "ALLOCATED",
                 vm_id,
                 "Active",
                 session_id,
-                format!("VM allocated ({allocation_ms} ms), session created, VM bound to session"),
+                match restored_from {
+                    Some(snap) => format!(
+                        "VM restored from snapshot {snap} ({allocation_ms} ms), session created, VM bound to session"
+                    ),
+                    None => format!(
+                        "VM allocated ({allocation_ms} ms), session created, VM bound to session"
+                    ),
+                },
             ),
             RunEvent::CommandStarted {
                 phase,

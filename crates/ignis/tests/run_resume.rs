@@ -295,7 +295,21 @@ fn resume_continues_at_the_failed_step_in_the_restored_vm() {
             .any(|l| l == &format!("down token={up_token} count=1")),
         "downstream sees up's recorded output and the counter from the restored vm (1: step 1 not re-run): {lines:?}"
     );
-    assert!(!of_type(&second.events, "session_created").is_empty());
+    let created = of_type(&second.events, "session_created");
+    assert_eq!(created.len(), 1, "one vm for the resumed run");
+    assert!(
+        created[0]["restored_from"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("build-0-s0")),
+        "restored from the step snapshot: {:?}",
+        created[0]
+    );
+    assert!(
+        of_type(&first.events, "session_created")[0]
+            .get("restored_from")
+            .is_none(),
+        "a fresh vm says nothing"
+    );
 
     // The succeeded run's snapshots are gone, its record says success, secrets still absent.
     let record: Value = serde_json::from_str(
