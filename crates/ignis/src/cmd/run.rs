@@ -9,7 +9,7 @@ use ignis_runner::executor::{
     CancelSignals, ExecutorConfig, Isolation, ManagerSessions, Resume, RunRequest, SnapshotPolicy,
     WorkflowExecutor,
 };
-use ignis_runner::runs::{Redactor, RunJournal, RunRecord, RunStore, SnapshotRef};
+use ignis_runner::runs::{Redactor, RunJournal, RunRecord, RunStore, RunStoreError, SnapshotRef};
 use ignis_runner::runtime::contexts::RunInfo;
 use ignis_runner::runtime::env::parse_dotenv;
 use ignis_runner::runtime::mask::Masker;
@@ -307,6 +307,14 @@ pub fn run(mut args: Args) -> anyhow::Result<ExitCode> {
             .filter(|w| w.result != Some(JobResult::Success))
             .map(|w| PathBuf::from(&w.path))
             .collect();
+        if args.workflows.is_empty() {
+            // (An empty list would mean "every workflow" below.)
+            eprintln!(
+                "ignis: cannot resume run {}: none of its workflows failed",
+                prev.run_id
+            );
+            return Ok(ExitCode::from(2));
+        }
         args.job = prev.only_job.clone();
         args.matrix = prev
             .matrix_filter
@@ -887,8 +895,11 @@ async fn prune_runs(
         if still_running(&old) {
             continue;
         }
-        if let Err(e) = remove_run(store, &old, Some(manager), profiles).await {
-            eprintln!("ignis: warning: pruning run {}: {e:#}", old.run_id);
+        match remove_run(store, &old, Some(manager), profiles).await {
+            Ok(()) => {}
+            // Another ignis pruned it first.
+            Err(e) if matches!(e.downcast_ref(), Some(RunStoreError::UnknownRun(_))) => {}
+            Err(e) => eprintln!("ignis: warning: pruning run {}: {e:#}", old.run_id),
         }
     }
 }
