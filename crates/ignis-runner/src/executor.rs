@@ -208,6 +208,8 @@ pub(crate) struct RunShared {
     pub continue_legs: Mutex<BTreeMap<String, job::LegContinue>>,
     /// Prefix of snapshot names: unique per run attempt and workflow.
     pub snap_prefix: String,
+    /// Masked values once the secrets are in: more later means a step used `::add-mask::`.
+    pub masks_at_start: usize,
     pub snap_counter: std::sync::atomic::AtomicU32,
 }
 
@@ -306,6 +308,7 @@ impl WorkflowExecutor {
                 None => format!("ignis-{}-{}", std::process::id(), req.info.run_id),
             },
             snap_counter: std::sync::atomic::AtomicU32::new(0),
+            masks_at_start: masker.len(),
         });
         bus.emit(RunEvent::RunStarted {
             run_id: req.info.run_id.clone(),

@@ -610,3 +610,54 @@ async fn resume_keeps_succeeded_legs_and_continues_the_failed_one() {
     assert_eq!(h.fake.stats().allocations, 4);
     assert_eq!(h.fake.stats().live, 0);
 }
+
+/// A value masked with `::add-mask::` is never recorded, so a snapshot taken after it was
+/// added is not resumed from (the resumed run could not mask it): the job starts over and
+/// the notice says why.
+#[tokio::test]
+async fn resume_never_continues_past_an_added_mask() {
+    let Some(h) = harness() else { return };
+    let yaml = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - id: first\n        run: echo \"::add-mask::generated-token-123\"\n      - id: check\n        run: test \"${{ vars.FIXED }}\" = yes\n";
+    let record = Arc::new(std::sync::Mutex::new(ignis_runner::runs::RunRecord {
+        version: ignis_runner::runs::RECORD_VERSION,
+        run_id: "r1".into(),
+        attempt: 1,
+        created_unix_ms: 0,
+        updated_unix_ms: 0,
+        pid: std::process::id(),
+        repo_dir: h.repo.path().to_path_buf(),
+        event_name: "push".into(),
+        event: serde_json::json!({}),
+        only_job: None,
+        inputs: vec![],
+        vars: BTreeMap::new(),
+        env: Default::default(),
+        secret_names: vec![],
+        matrix_filter: vec![],
+        actor: None,
+        backend: Backend::Fake,
+        isolation: "job".into(),
+        snapshot_steps: true,
+        result: None,
+        workflows: vec![ignis_runner::runs::WorkflowRun::default()],
+    }));
+    let first = run_recorded(&h, yaml, &[], record.clone(), None).await;
+    assert_eq!(first.result, JobResult::Failure);
+    let previous = record.lock().expect("record").workflows[0].clone();
+    let snap = &previous.legs["a-0"].snapshots[0];
+    assert!(
+        snap.blocked
+            .as_deref()
+            .is_some_and(|b| b.contains("add-mask")),
+        "{snap:?}"
+    );
+    let second = run_recorded(&h, yaml, &[("FIXED", "yes")], record, Some(previous)).await;
+    assert_eq!(second.result, JobResult::Success);
+    let lines = second.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("starts again from its first step") && l.contains("add-mask")),
+        "{lines:?}"
+    );
+}

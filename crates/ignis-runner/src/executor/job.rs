@@ -526,6 +526,13 @@ impl JobRunner {
                     .to_string(),
             );
         }
+        if self.rt.masker.len() > self.rt.masks_at_start {
+            // Added masks are not recorded (they are secrets too), so a resumed run could
+            // not mask them any more.
+            blocked.get_or_insert_with(|| {
+                "a step used ::add-mask:: (masked values are never recorded)".to_string()
+            });
+        }
         if self.record.steps.iter().any(|s| s.outputs.is_none()) {
             blocked.get_or_insert_with(|| {
                 "a step output holds a value masked with ::add-mask::".to_string()

@@ -44,6 +44,11 @@ impl Masker {
         }
     }
 
+    /// How many values are masked (a secret counts once plus once per line).
+    pub fn len(&self) -> usize {
+        self.values.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.values
             .read()
