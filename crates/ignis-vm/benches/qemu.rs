@@ -181,5 +181,26 @@ async fn main() {
         warm.release(&vm).await.expect("release");
     }
     report("restore to agent ready (incl. reseed)", restores);
+
+    // what a workflow's first python step pays in a fresh session (cold guest page cache)
+    let mut pythons = Vec::new();
+    for _ in 0..3 {
+        let vm = warm.allocate(&spec()).await.expect("restore");
+        let t = Instant::now();
+        let out = vm
+            .agent
+            .exec_collect(ExecRequest::argv([
+                "/usr/bin/python3",
+                "-c",
+                "import json, subprocess, pathlib, re",
+            ]))
+            .await
+            .expect("python3");
+        if out.status.success() {
+            pythons.push(t.elapsed());
+        }
+        warm.release(&vm).await.expect("release");
+    }
+    report("first python3 import in a fresh clone", pythons);
     println!("load at the end: {}", loadavg());
 }

@@ -17,6 +17,7 @@
 //!   that much space, the host stores only what was written.
 
 use super::{ImageError, io_err, run, sanitize_name};
+use sha2::Digest;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -122,9 +123,13 @@ fn resolve(packages: &[String]) -> Result<Vec<Deb>, ImageError> {
 /// and the resolution is needed for the image key on every start of a provider).
 pub fn resolve_cached(cache: &Path, packages: &[String]) -> Result<Vec<Deb>, ImageError> {
     let stamp = super::apt_stamp();
-    let memo = cache
-        .join("debs")
-        .join(format!("{}.resolved", sanitize_name(&packages.join("+"))));
+    // named by a hash: a long package list would make too long a file name
+    let list = packages.join("\0");
+    let memo = cache.join("debs").join(format!(
+        "{}-{}.resolved",
+        sanitize_name(packages.first().map_or("", String::as_str)),
+        &super::hex(&sha2::Sha256::digest(list.as_bytes()))[..16]
+    ));
     if !stamp.is_empty()
         && let Ok(text) = fs::read_to_string(&memo)
         && let Some((s, json)) = text.split_once('\n')
