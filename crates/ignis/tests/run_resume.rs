@@ -456,3 +456,49 @@ fn runs_ls_lists_and_rm_removes_a_failed_run_with_its_snapshots() {
     let (code, _) = runs(&["rm", &id]);
     assert_eq!(code, 2, "unknown run");
 }
+
+/// The recorded env holds the secret only as a placeholder: resumed without the secret, the
+/// job cannot get its env back, so it starts over (with a notice and a warning naming it).
+#[test]
+fn resume_without_the_secret_restarts_the_job_and_says_why() {
+    let state = tempfile::tempdir().expect("state dir");
+    if !sandbox_available(state.path()) {
+        return;
+    }
+    let dir = repo(WORKFLOW);
+    let pw = format!("PW={SECRET}");
+    let first = ignis(
+        dir.path(),
+        state.path(),
+        &[
+            "--json",
+            "--backend",
+            "sandbox",
+            "--snapshot-steps",
+            "-s",
+            &pw,
+        ],
+    );
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    let id = resume_id(&first.stderr);
+    let second = ignis(
+        dir.path(),
+        state.path(),
+        &["--json", "--resume", &id, "--var", "FIXED=yes"],
+    );
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("secret(s) PW"),
+        "warned: {}",
+        second.stderr
+    );
+    assert_eq!(started_steps(&second.events, "build"), ["first", "check"]);
+    let lines = logs(&second.events);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("starts again from its first step") && l.contains("secret PW")),
+        "{lines:?}"
+    );
+    assert_eq!(leftover_snapshots(&id), Vec::<String>::new());
+}
