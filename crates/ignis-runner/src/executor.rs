@@ -68,7 +68,8 @@ pub struct ExecutorConfig {
 /// restores from them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SnapshotPolicy {
-    /// After the setup commands of every fresh session.
+    /// After the setup commands of every fresh session whose profile has `setup` commands
+    /// (a resume restores it instead of running them again).
     pub setup: bool,
     /// After every successful top-level step of every job leg (not after the last one).
     pub steps: bool,
@@ -493,7 +494,9 @@ impl WorkflowExecutor {
             self.close(rt, live, Some(sref), JobResult::Failure).await;
             return Err(format!("session setup failed: {e}"));
         }
-        let setup_snapshot = if rt.policy.setup && !restored {
+        // Only a profile's setup is worth a snapshot: ignis's own setup is a few idempotent
+        // commands that a restored session runs again anyway.
+        let setup_snapshot = if rt.policy.setup && !restored && !live.setup_commands().is_empty() {
             take_snapshot(rt, &sref, "setup", "setup".into()).await
         } else {
             None

@@ -502,3 +502,73 @@ fn resume_without_the_secret_restarts_the_job_and_says_why() {
     );
     assert_eq!(leftover_snapshots(&id), Vec::<String>::new());
 }
+
+/// A profile with `setup` commands gets a snapshot after them by default; a resume restores
+/// it instead of running them again.
+#[test]
+fn resume_restores_the_setup_snapshot_instead_of_running_setup_again() {
+    let state = tempfile::tempdir().expect("state dir");
+    if !sandbox_available(state.path()) {
+        return;
+    }
+    let dir = repo(
+        "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: |\n          test \"${{ vars.FIXED }}\" = yes\n          echo \"setups=$(wc -l < /tmp/ignis-setup-count)\"\n",
+    );
+    std::fs::write(
+        dir.path().join("ignis.toml"),
+        "[profiles.default]\nlabels = [\"ubuntu-latest\"]\nsetup = [\"echo ran >> /tmp/ignis-setup-count\"]\n",
+    )
+    .expect("ignis.toml");
+    let first = ignis(
+        dir.path(),
+        state.path(),
+        &["--json", "--backend", "sandbox"],
+    );
+    assert_eq!(first.code, 1, "{}", first.stderr);
+    assert!(
+        of_type(&first.events, "snapshot_created")
+            .iter()
+            .any(|e| e["after"] == "setup"),
+        "a setup snapshot by default when the profile has setup commands"
+    );
+    let id = resume_id(&first.stderr);
+    let second = ignis(
+        dir.path(),
+        state.path(),
+        &["--json", "--resume", &id, "--var", "FIXED=yes"],
+    );
+    assert_eq!(second.code, 0, "{}", second.stderr);
+    let created = of_type(&second.events, "session_created");
+    assert!(
+        created[0]["restored_from"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("setup")),
+        "{:?}",
+        created[0]
+    );
+    assert!(
+        !of_type(&second.events, "command_started")
+            .iter()
+            .any(|e| e["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("ignis-setup-count"))),
+        "the profile's setup is not run again"
+    );
+    assert!(
+        logs(&second.events).iter().any(|l| l == "setups=1"),
+        "{:?}",
+        logs(&second.events)
+    );
+    assert_eq!(leftover_snapshots(&id), Vec::<String>::new());
+
+    // Without profile setup commands no snapshot is taken at all.
+    let plain =
+        repo("on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - run: true\n");
+    let out = ignis(
+        plain.path(),
+        state.path(),
+        &["--json", "--backend", "sandbox"],
+    );
+    assert_eq!(out.code, 0);
+    assert!(of_type(&out.events, "snapshot_created").is_empty());
+}

@@ -114,7 +114,7 @@ pub struct Args {
     /// job at its failed step (the VM as it was before it, env, PATH and step outputs).
     #[arg(long = "snapshot-steps", conflicts_with = "no_snapshots")]
     pub snapshot_steps: bool,
-    /// Take no snapshots, not even the default one after setup (qemu, firecracker).
+    /// Take no snapshots, not even the default one after a profile's setup commands.
     #[arg(long = "no-snapshots")]
     pub no_snapshots: bool,
     /// Continue a failed run (its id is printed when it fails): succeeded jobs keep their
@@ -237,13 +237,13 @@ fn backend_arg(b: Option<BackendArg>) -> Option<Backend> {
 /// delete again (`VmProvider::remove_snapshot`): qemu and the sandbox; firecracker's
 /// provider cannot yet, and the fake's hold no state.
 ///
-/// By default: a snapshot after setup on qemu (restoring it skips the boot and the
-/// profile's setup on resume; ~0.65 s under TCG here, against a ~4 s boot). None on the
-/// sandbox: there a snapshot copies the session's upper layer, measured at 1.4-3.9 ms median
-/// (plus ~0.1-0.3 ms to delete it) on this 2-core host under load, against a ~40 ms one-step
-/// run, and restoring it would save only the profile's setup commands (a sandbox starts in
-/// ~4 ms). `--snapshot-steps` (or a profile's `snapshot-steps = true`) adds a snapshot after
-/// every successful step, and the setup one; `--no-snapshots` takes none.
+/// By default: a snapshot after setup when the profile has `setup` commands (a resume
+/// restores it instead of running them again), none otherwise: a run without profile setup
+/// pays nothing. Measured here: a sandbox snapshot copies the session's upper layer, 1.4-3.9
+/// ms median plus ~0.1-0.3 ms to delete it (2-core host under load), against a ~40 ms
+/// one-step run; a qemu snapshot is ~0.65 s under TCG. `--snapshot-steps` (or a profile's
+/// `snapshot-steps = true`) adds a snapshot after every successful step; `--no-snapshots`
+/// takes none.
 fn snapshot_policy(args: &Args, backend: Backend) -> SnapshotPolicy {
     let deletable = matches!(backend, Backend::Qemu | Backend::Sandbox);
     if args.no_snapshots || !deletable {
@@ -255,7 +255,7 @@ fn snapshot_policy(args: &Args, backend: Backend) -> SnapshotPolicy {
         return SnapshotPolicy::default();
     }
     SnapshotPolicy {
-        setup: backend == Backend::Qemu || args.snapshot_steps,
+        setup: true,
         steps: args.snapshot_steps,
     }
 }
