@@ -350,6 +350,18 @@ impl Agent {
                 stdin_follows,
                 files,
             } => self.exec(id, req, stdin_follows, Some(files)).await,
+            Request::Which { names, path } => {
+                let paths = names
+                    .iter()
+                    .map(|n| {
+                        (!n.is_empty() && !n.contains('/'))
+                            .then(|| resolve_program(n, Some(&path), Path::new("/")).ok())
+                            .flatten()
+                            .map(|p| p.to_string_lossy().into_owned())
+                    })
+                    .collect();
+                self.out.send(id, Response::Found { paths }).await;
+            }
             Request::RemoveAll { path } => {
                 let out = self.out.clone();
                 let path = guest_path(&path);

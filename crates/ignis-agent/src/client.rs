@@ -439,8 +439,8 @@ impl AgentClient {
             .map_err(|e| self.note_unsupported(e))
     }
 
-    /// Whether the agent handles [`AgentClient::exec_with_files`] and
-    /// [`AgentClient::remove_all`]; true until an agent turned one down.
+    /// Whether the agent handles [`AgentClient::exec_with_files`], [`AgentClient::remove_all`]
+    /// and [`AgentClient::which`]; true until an agent turned one down.
     pub fn supports_command_files(&self) -> bool {
         !self.inner.no_command_files.load(Ordering::Relaxed)
     }
@@ -453,6 +453,25 @@ impl AgentClient {
             self.inner.no_command_files.store(true, Ordering::Relaxed);
         }
         e
+    }
+
+    /// Where each of `names` is in the guest, searched like `command -v` through `path` (a
+    /// `PATH` value), without starting a shell. Fails on an agent older than this request
+    /// (see [`AgentClient::supports_command_files`]).
+    pub async fn which(
+        &self,
+        names: &[&str],
+        path: &str,
+    ) -> Result<Vec<Option<String>>, AgentError> {
+        let mut call = self.start(Request::Which {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            path: path.to_owned(),
+        })?;
+        match self.answer(&mut call).await {
+            Ok(Response::Found { paths }) if paths.len() == names.len() => Ok(paths),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => Err(self.note_unsupported(e)),
+        }
     }
 
     /// Remove a file or directory tree in the guest (`rm -rf`; a missing path is fine)

@@ -23,7 +23,8 @@
 //! - Id 0 is reserved for connection-level errors (a frame whose id could not be decoded).
 //!
 //! # Compatibility
-//! Requests added after version 1 ([`Request::ExecWithFiles`], [`Request::RemoveAll`]) are
+//! Requests added after version 1 ([`Request::ExecWithFiles`], [`Request::RemoveAll`],
+//! [`Request::Which`]) are
 //! appended variants: a version-1 agent answers them with an "undecodable request" error and
 //! runs nothing, which the client turns into a fallback (see
 //! [`crate::AgentClient::supports_command_files`]); the version number stays 1.
@@ -221,6 +222,14 @@ pub enum Request {
         /// Guest path.
         path: String,
     },
+    /// Find programs the way `command -v` does (the first executable file of that name in a
+    /// `PATH` entry); answered by [`Response::Found`].
+    Which {
+        /// Program names (no `/`).
+        names: Vec<String>,
+        /// The `PATH` to search, `:`-separated.
+        path: String,
+    },
 }
 
 /// The file command files of one command (see [`Request::ExecWithFiles`]).
@@ -287,6 +296,11 @@ pub enum Response {
     FilesEnd {
         /// Why packing the directory failed, if it did.
         error: Option<String>,
+    },
+    /// The answer to [`Request::Which`]: per name, where it was found.
+    Found {
+        /// Guest paths, in the order of the request's names.
+        paths: Vec<Option<String>>,
     },
 }
 

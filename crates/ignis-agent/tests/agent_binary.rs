@@ -193,6 +193,34 @@ mod agent {
     }
 
     #[tokio::test]
+    async fn which_searches_path_like_command_v() {
+        let (client, _child) = agent();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).expect("mkdir");
+        std::fs::write(bin.join("tool"), "#!/bin/sh\n").expect("write");
+        std::fs::write(bin.join("plain"), "not executable").expect("write");
+        std::fs::set_permissions(
+            bin.join("tool"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod");
+        let path = format!("/nonexistent:{}", bin.display());
+        let found = within(client.which(&["tool", "plain", "absent", "a/b"], &path))
+            .await
+            .expect("which");
+        assert_eq!(
+            found,
+            vec![
+                Some(bin.join("tool").display().to_string()),
+                None,
+                None,
+                None
+            ]
+        );
+    }
+
+    #[tokio::test]
     async fn remove_all_is_rm_rf() {
         let (client, _child) = agent();
         let dir = tempfile::tempdir().expect("tempdir");

@@ -461,25 +461,17 @@ impl WorkflowExecutor {
             restored,
         };
         let mut failed = None;
-        // ignis's own setup, two round trips run concurrently: the run directory, its tool
-        // cache and the event payload file (GITHUB_EVENT_PATH) from one tar, and the probe
-        // for the tools GitHub's shells and node actions need (shell builtins: one process).
-        // Both show up as setup commands.
-        let probe = "command -v bash || echo; command -v node || echo";
-        let (layout, probed) = tokio::join!(
-            self.setup_layout(rt, &sref),
-            self.phase_command_output(rt, &sref, Phase::Setup, probe)
-        );
+        // ignis's own setup, two round trips run concurrently and no process: the run
+        // directory, its tool cache and the event payload file (GITHUB_EVENT_PATH) from one
+        // tar, and the search for the tools GitHub's shells and node actions need. Both show
+        // up as setup commands.
+        let (layout, probed) =
+            tokio::join!(self.setup_layout(rt, &sref), self.probe_tools(rt, &sref));
         match (layout, probed) {
             (Err(e), _) | (Ok(()), Err(e)) => failed = Some(e),
-            (Ok(()), Ok(out)) => {
-                let mut lines = out.lines();
-                sref.tools.bash = lines.next().is_some_and(|l| !l.trim().is_empty());
-                sref.tools.node = lines
-                    .next()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string);
+            (Ok(()), Ok((bash, node))) => {
+                sref.tools.bash = bash;
+                sref.tools.node = node;
             }
         }
         if failed.is_none() && !restored {
@@ -619,6 +611,60 @@ impl WorkflowExecutor {
             exit_code: Some(if r.is_ok() { 0 } else { 1 }),
         });
         r
+    }
+
+    /// Finds `bash` (GitHub's default shell) and `node` (node actions) in the machine: the
+    /// agent searches `PATH` itself (`which`, no process); an older agent gets `command -v`
+    /// in `sh`. Reported as one setup command.
+    async fn probe_tools(
+        &self,
+        rt: &Arc<RunShared>,
+        sref: &SessionRef,
+    ) -> Result<(bool, Option<String>), String> {
+        if sref.agent.supports_command_files() {
+            let path = rt.base_env.get("PATH").cloned().unwrap_or_else(|| {
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+            });
+            let command = format!("find bash and node in PATH={path}");
+            rt.bus.emit(RunEvent::CommandStarted {
+                phase: Phase::Setup,
+                session_id: sref.session_id.clone(),
+                vm_id: sref.vm_id.clone(),
+                command: command.clone(),
+            });
+            let found = sref.agent.which(&["bash", "node"], &path).await;
+            rt.bus.emit(RunEvent::CommandFinished {
+                phase: Phase::Setup,
+                session_id: sref.session_id.clone(),
+                vm_id: sref.vm_id.clone(),
+                command: command.clone(),
+                exit_code: Some(if found.is_ok() { 0 } else { 1 }),
+            });
+            match found {
+                Ok(paths) => {
+                    let bash = paths.first().is_some_and(Option::is_some);
+                    let node = paths.get(1).cloned().flatten();
+                    return Ok((bash, node));
+                }
+                Err(e) if sref.agent.supports_command_files() => {
+                    return Err(format!("Setup command `{command}` failed: {e}"));
+                }
+                // Turned down as unknown by an older agent: the shell below.
+                Err(_) => {}
+            }
+        }
+        let probe = "command -v bash || echo; command -v node || echo";
+        let out = self
+            .phase_command_output(rt, sref, Phase::Setup, probe)
+            .await?;
+        let mut lines = out.lines();
+        let bash = lines.next().is_some_and(|l| !l.trim().is_empty());
+        let node = lines
+            .next()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_string);
+        Ok((bash, node))
     }
 
     /// Removes the run directory through the agent's `remove_all`, reported as a cleanup
