@@ -345,7 +345,12 @@ pub fn remove(image: &GuestImage) -> Result<(), ImageError> {
             }
         }
     }
-    fs::remove_dir_all(&image.dir).map_err(io_err(format!("removing {}", image.dir.display())))
+    fs::remove_dir_all(&image.dir).map_err(io_err(format!("removing {}", image.dir.display())))?;
+    if let Some(images) = image.dir.parent() {
+        // best effort: a builder holding it only keeps an empty file alive
+        let _ = fs::remove_file(images.join(format!(".{}.lock", image.manifest.key)));
+    }
+    Ok(())
 }
 
 fn qcow2_layers(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {

@@ -18,6 +18,13 @@ pub enum ImageCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Remove all but the newest images (every agent rebuild makes a new ~260 MB image);
+    /// images a qemu snapshot or live VM still builds on are kept.
+    Prune {
+        /// How many of the newest images to keep.
+        #[arg(long, default_value_t = 2)]
+        keep: usize,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -150,6 +157,19 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             for img in targets {
                 image::remove(&img)?;
                 println!("removed {}", img.manifest.key);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Prune { keep } => {
+            // `list` is newest first
+            for img in image::list(&cache)?.into_iter().skip(keep) {
+                match image::remove(&img) {
+                    Ok(()) => println!("removed {}", img.manifest.key),
+                    Err(e @ image::ImageError::InUse { .. }) => {
+                        println!("kept {}: {e}", img.manifest.key)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
