@@ -211,6 +211,9 @@ pub struct QemuProvider {
     templates: AsyncMutex<HashMap<PathBuf, Arc<tokio::sync::OnceCell<SnapshotId>>>>,
     /// The last template used, for tests and benches.
     last_template: Mutex<Option<SnapshotId>>,
+    /// Set when making or restoring a template failed: later allocations boot right away
+    /// instead of paying for another failing attempt first.
+    templates_failed: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(reason: impl Into<String>) -> VmError {
@@ -277,6 +280,7 @@ impl QemuProvider {
             running: Mutex::new(HashMap::new()),
             templates: AsyncMutex::new(HashMap::new()),
             last_template: Mutex::new(None),
+            templates_failed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -412,6 +416,12 @@ impl QemuProvider {
             boot.trim(),
             image.manifest.key
         )))
+    }
+
+    /// Whether template allocation failed and this provider now boots every VM.
+    pub fn templates_failed(&self) -> bool {
+        self.templates_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The template snapshot allocations restore from, once made or found.
@@ -1296,12 +1306,29 @@ impl VmProvider for QemuProvider {
     async fn allocate(&self, spec: &VmSpec) -> Result<Vm, VmError> {
         Self::check_spec(spec)?;
         self.qemu_available()?;
-        if self.config.from_template {
+        let templates_failed = &self.templates_failed;
+        if self.config.from_template && !templates_failed.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // the template is an optimization: when it cannot be made or restored, boot (and
+            // do not try again in this provider)
             let t0 = Instant::now();
-            let snap = self.template(spec).await?;
-            let mut vm = self.restore(&snap, spec).await?;
-            vm.allocation_time = t0.elapsed();
-            return Ok(vm);
+            let restored = match self.template(spec).await {
+                Ok(snap) => self.restore(&snap, spec).await,
+                Err(e) => Err(e),
+            };
+            match restored {
+                Ok(mut vm) => {
+                    vm.allocation_time = t0.elapsed();
+                    return Ok(vm);
+                }
+                Err(e @ VmError::Unavailable { .. }) => return Err(e),
+                Err(e) => {
+                    templates_failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        "qemu: allocation from the template failed ({e}); this provider boots every VM from now on"
+                    );
+                }
+            }
         }
         let image = self.image_for(spec).await?;
         let accel = self.accel().await?;

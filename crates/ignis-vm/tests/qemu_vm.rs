@@ -48,6 +48,11 @@ fn agent_bin() -> Result<PathBuf, String> {
 /// A provider on the default image (with its root disk), or `None` when the host cannot run
 /// these tests.
 fn provider(from_template: bool) -> Option<QemuProvider> {
+    provider_with(from_template, |_| {})
+}
+
+/// [`provider`] with its config adjusted by `tweak`.
+fn provider_with(from_template: bool, tweak: impl FnOnce(&mut QemuConfig)) -> Option<QemuProvider> {
     let mut config = QemuConfig::default();
     let p = QemuProvider::new(config.clone());
     if let Err(e) = p.qemu_available() {
@@ -89,6 +94,7 @@ fn provider(from_template: bool) -> Option<QemuProvider> {
     recipe.programs.retain(|p| p != "git" || which("git"));
     config.recipe = Some(recipe);
     config.from_template = from_template;
+    tweak(&mut config);
     Some(QemuProvider::new(config))
 }
 
@@ -442,8 +448,14 @@ async fn allocation_from_a_template_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initramfs_only_image_still_boots() {
-    // a profile's `image = "debian:none"`: the default recipe without packages, so no disk
-    let Some(p) = provider(false) else { return };
+    // a profile's `image = "debian:none"`: the default recipe without packages, so no disk;
+    // and templates on, in a snapshot dir that cannot exist: the allocation boots instead
+    let blocker = tempfile::NamedTempFile::new().expect("a file where a dir should be");
+    let Some(p) = provider_with(true, |c| {
+        c.snapshot_dir = blocker.path().join("snapshots");
+    }) else {
+        return;
+    };
     let spec = VmSpec {
         image: PathBuf::from("debian:none"),
         ..spec()
@@ -455,7 +467,12 @@ async fn initramfs_only_image_still_boots() {
         p.image().await.ok().map(|i| i.manifest.key),
         "a different image than the provider's default"
     );
-    let vm = p.allocate(&spec).await.expect("allocate");
+    let vm = p
+        .allocate(&spec)
+        .await
+        .expect("allocate falls back to a boot");
+    assert!(p.templates_failed(), "the template could not be made");
+    assert!(p.template_snapshot().is_none());
     let (root, st) = sh(&vm.agent, "stat -f -c %T /; uname -r").await;
     assert!(st.success(), "{st:?}");
     let mut lines = root.lines();
