@@ -76,6 +76,13 @@ pub enum RunEvent {
         run_id: String,
         event_name: String,
         workflows: Vec<String>,
+        /// The id of the run's record: what `ignis run --resume` takes (absent when the run
+        /// is not recorded).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        record_id: Option<String>,
+        /// The attempt (1, then +1 per resume), with `record_id`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempt: Option<u32>,
     },
     SessionCreated {
         session_id: String,

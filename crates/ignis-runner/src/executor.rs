@@ -315,6 +315,8 @@ impl WorkflowExecutor {
             run_id: req.info.run_id.clone(),
             event_name: req.info.event_name.clone(),
             workflows: vec![req.workflow_path.clone()],
+            record_id: req.journal.as_ref().map(RunJournal::run_id),
+            attempt: req.journal.as_ref().map(RunJournal::attempt),
         });
         let secrets: serde_json::Value = serde_json::to_value(&req.secrets).unwrap_or_default();
         let inputs = serde_json::Value::Object(req.inputs.clone());

@@ -236,6 +236,13 @@ fn resume_continues_at_the_failed_step_in_the_restored_vm() {
         .and_then(|e| e["outputs"]["token"].as_str().map(str::to_string))
         .expect("up's token output");
     let id = resume_id(&first.stderr);
+    let started = of_type(&first.events, "run_started");
+    assert_eq!(
+        started[0]["record_id"],
+        id.as_str(),
+        "--json names the record"
+    );
+    assert_eq!(started[0]["attempt"], 1);
     assert!(
         first
             .stderr

@@ -21,6 +21,21 @@ pub enum RunsCommand {
     },
 }
 
+/// How long ago `unix_ms` was, in the largest whole unit.
+fn age(unix_ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    let s = now.saturating_sub(unix_ms) / 1000;
+    match s {
+        0..60 => format!("{s}s ago"),
+        60..3600 => format!("{}m ago", s / 60),
+        3600..86400 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86400),
+    }
+}
+
 fn result_of(r: &RunRecord) -> &'static str {
     match r.result {
         Some(res) => res.as_str(),
@@ -38,19 +53,20 @@ pub fn run(cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 println!("no recorded runs");
             } else {
                 println!(
-                    "{:<20} {:<11} {:>7} {:<11} {:>9}  WORKFLOWS",
-                    "RUN", "RESULT", "ATTEMPT", "BACKEND", "SNAPSHOTS"
+                    "{:<20} {:<11} {:>7} {:<11} {:>9} {:>9}  WORKFLOWS",
+                    "RUN", "RESULT", "ATTEMPT", "BACKEND", "SNAPSHOTS", "UPDATED"
                 );
             }
             for r in &records {
                 let workflows: Vec<&str> = r.workflows.iter().map(|w| w.path.as_str()).collect();
                 println!(
-                    "{:<20} {:<11} {:>7} {:<11} {:>9}  {}",
+                    "{:<20} {:<11} {:>7} {:<11} {:>9} {:>9}  {}",
                     r.run_id,
                     result_of(r),
                     r.attempt,
                     r.backend.to_string(),
                     r.snapshots().len(),
+                    age(r.updated_unix_ms),
                     workflows.join(", ")
                 );
             }
