@@ -214,6 +214,8 @@ pub struct QemuProvider {
     /// Set when making or restoring a template failed: later allocations boot right away
     /// instead of paying for another failing attempt first.
     templates_failed: std::sync::atomic::AtomicBool,
+    /// Whether [`QemuProvider::sweep_orphans`] ran.
+    swept: std::sync::atomic::AtomicBool,
 }
 
 fn unavailable(reason: impl Into<String>) -> VmError {
@@ -281,6 +283,7 @@ impl QemuProvider {
             templates: AsyncMutex::new(HashMap::new()),
             last_template: Mutex::new(None),
             templates_failed: std::sync::atomic::AtomicBool::new(false),
+            swept: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -430,6 +433,49 @@ impl QemuProvider {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Remove what VMs that died during allocation left behind: an ignis process killed
+    /// before its session manager recorded the VM leaves a run dir (and an overlay dir) that
+    /// no record will ever reap. A run dir older than `min_age` whose QMP socket has no
+    /// listener belongs to a QEMU that is gone: it goes, with the overlay dir of the same
+    /// name. Young dirs are left alone (their QEMU may still be starting), and so are overlay
+    /// dirs without a run dir here (another process's, with another TMPDIR). Returns the run
+    /// dirs removed. Runs once per provider on its first allocation.
+    pub fn sweep_orphans(&self, min_age: Duration) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        for e in std::fs::read_dir(&self.config.run_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with("vm-") || name.starts_with("tpl-")) {
+                continue;
+            }
+            let dir = e.path();
+            let old_enough = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if !old_enough || qmp_listening(&dir.join("qmp.sock")) {
+                continue;
+            }
+            if remove_tree(&dir).is_ok() {
+                let _ = remove_tree(&self.config.disk_dir.join(&name));
+                removed.push(dir);
+            }
+        }
+        if !removed.is_empty() {
+            tracing::warn!(
+                "qemu: removed {} run dir(s) of VMs that died during allocation: {removed:?}",
+                removed.len()
+            );
+            self.collect_layers();
+        }
+        removed
     }
 
     /// Delete the disk layers of removed snapshots that nothing uses any more (best effort:
@@ -1213,6 +1259,11 @@ async fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
     }
 }
 
+/// Whether a QEMU listens on this QMP socket (a socket file whose process died refuses).
+fn qmp_listening(sock: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(sock).is_ok()
+}
+
 /// Remove a file, a missing one being fine.
 fn remove_if_present(p: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(p) {
@@ -1306,6 +1357,10 @@ impl VmProvider for QemuProvider {
     async fn allocate(&self, spec: &VmSpec) -> Result<Vm, VmError> {
         Self::check_spec(spec)?;
         self.qemu_available()?;
+        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            // well past any boot: a dir this old without a QEMU is an orphan
+            self.sweep_orphans(self.config.boot_timeout * 2);
+        }
         let templates_failed = &self.templates_failed;
         if self.config.from_template && !templates_failed.load(std::sync::atomic::Ordering::Relaxed)
         {
@@ -1655,6 +1710,43 @@ mod tests {
         spec.image = PathBuf::from("ubuntu-22.04");
         let err = spec_packages(&spec).expect_err("not a qemu image name");
         assert!(err.to_string().contains("debian:PKG"), "{err}");
+    }
+
+    #[test]
+    fn sweep_removes_only_old_dirs_without_a_qemu() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let p = QemuProvider::new(QemuConfig {
+            run_dir: t.path().join("run"),
+            disk_dir: t.path().join("disks"),
+            snapshot_dir: t.path().join("snaps"),
+            ..QemuConfig::default()
+        });
+        let mk = |name: &str| {
+            let d = t.path().join("run").join(name);
+            std::fs::create_dir_all(&d).expect("run dir");
+            std::fs::create_dir_all(t.path().join("disks").join(name)).expect("disk dir");
+            d
+        };
+        // a dead QEMU: its socket file is left, nobody listens
+        let dead = mk("vm-dead");
+        drop(std::os::unix::net::UnixListener::bind(dead.join("qmp.sock")).expect("bind"));
+        // a live one
+        let live = mk("vm-live");
+        let _listener =
+            std::os::unix::net::UnixListener::bind(live.join("qmp.sock")).expect("bind");
+        // something else in the run dir
+        let other = t.path().join("run/keep-me");
+        std::fs::create_dir_all(&other).expect("other");
+
+        assert!(
+            p.sweep_orphans(Duration::from_secs(3600)).is_empty(),
+            "young dirs stay"
+        );
+        let removed = p.sweep_orphans(Duration::ZERO);
+        assert_eq!(removed, vec![dead.clone()]);
+        assert!(!dead.exists() && !t.path().join("disks/vm-dead").exists());
+        assert!(live.exists() && t.path().join("disks/vm-live").exists());
+        assert!(other.exists());
     }
 
     #[test]
