@@ -78,7 +78,26 @@ pub fn run(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             let img = image::build(&recipe).context("building the guest image")?;
             let took = started.elapsed();
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&img.manifest)?);
+                // the manifest's fields, plus where the files are and what the disk holds
+                let mut v = serde_json::to_value(&img.manifest)?;
+                if let Some(obj) = v.as_object_mut() {
+                    obj.insert("dir".into(), serde_json::json!(img.dir));
+                    obj.insert("size_bytes".into(), serde_json::json!(img.size()));
+                    obj.insert(
+                        "root_disk".into(),
+                        match (img.root_disk(), img.root_disk_manifest()) {
+                            (Some(path), Some(m)) => serde_json::json!({
+                                "path": path,
+                                "boot_initrd": img.boot_initrd(),
+                                "packages": m.packages,
+                                "debs": m.debs,
+                                "size_bytes": m.size_bytes,
+                            }),
+                            _ => serde_json::Value::Null,
+                        },
+                    );
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("image {}", img.manifest.key);
                 println!("  dir      {}", img.dir.display());
