@@ -703,11 +703,17 @@ fn create_command_files(files: &CommandFiles) -> Result<(), String> {
             return Err(format!("invalid command file name {name:?}"));
         }
         let path = dir.join(name);
+        // A fresh file, as the runner creates: whatever else has the name (a symlink an
+        // earlier command planted, say) is removed, never followed.
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| !m.is_file()) {
+            std::fs::remove_file(&path).map_err(|e| fail(&path, e))?;
+        }
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(files.mode)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .map_err(|e| fail(&path, e))?;
         file.set_permissions(std::fs::Permissions::from_mode(files.mode))

@@ -158,6 +158,24 @@ mod agent {
                 std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
                 0o666
             );
+            // A symlink planted under a file's name is replaced, not followed.
+            let target = dir.path().join("target");
+            std::fs::write(&target, "keep").expect("write");
+            std::fs::remove_file(files_dir.join("env")).expect("rm");
+            std::os::unix::fs::symlink(&target, files_dir.join("env")).expect("symlink");
+            let mut h = client
+                .exec_with_files(sh("true"), files.clone())
+                .await
+                .expect("exec");
+            while let Some(ev) = h.next().await {
+                ev.expect("event");
+            }
+            assert_eq!(std::fs::read_to_string(&target).expect("read"), "keep");
+            assert!(
+                std::fs::symlink_metadata(files_dir.join("env"))
+                    .expect("meta")
+                    .is_file()
+            );
             // A command that removes the directory: the files come back as an error.
             let mut req = sh("rm -rf \"$D\"");
             req.env.insert("D".into(), files_dir.display().to_string());
