@@ -440,8 +440,10 @@ impl QemuProvider {
     /// no record will ever reap. A run dir older than `min_age` whose QMP socket has no
     /// listener belongs to a QEMU that is gone: it goes, with the overlay dir of the same
     /// name. Young dirs are left alone (their QEMU may still be starting), and so are overlay
-    /// dirs without a run dir here (another process's, with another TMPDIR). Returns the run
-    /// dirs removed. Runs once per provider on its first allocation.
+    /// dirs without a run dir here (another process's, with another TMPDIR). Likewise a
+    /// snapshot state file older than `min_age` without its metadata (written last) is a
+    /// snapshot interrupted by a dead process: it goes, and its layer is marked for collection.
+    /// Returns what was removed. Runs once per provider on its first allocation.
     pub fn sweep_orphans(&self, min_age: Duration) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         for e in std::fs::read_dir(&self.config.run_dir)
@@ -468,10 +470,35 @@ impl QemuProvider {
                 removed.push(dir);
             }
         }
+        // a snapshot's metadata is written last: an old state file without it is a snapshot
+        // whose process died while taking it (its id was never returned to anyone)
+        for e in std::fs::read_dir(&self.config.snapshot_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let state = e.path();
+            let old_enough = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if state.extension().is_some_and(|x| x == "state")
+                && old_enough
+                && !state.with_extension("json").exists()
+                && remove_if_present(&state).is_ok()
+            {
+                let layer = state.with_extension("qcow2");
+                if layer.exists() {
+                    let _ = std::fs::write(disk::removed_marker(&layer), b"");
+                }
+                removed.push(state);
+            }
+        }
         if !removed.is_empty() {
             tracing::warn!(
-                "qemu: removed {} run dir(s) of VMs that died during allocation: {removed:?}",
-                removed.len()
+                "qemu: removed what VMs or snapshots interrupted by a dead ignis left: {removed:?}"
             );
             self.collect_layers();
         }
@@ -1737,14 +1764,26 @@ mod tests {
         // something else in the run dir
         let other = t.path().join("run/keep-me");
         std::fs::create_dir_all(&other).expect("other");
+        // an interrupted snapshot (no metadata) and a complete one
+        let snaps = t.path().join("snaps");
+        std::fs::create_dir_all(&snaps).expect("snaps");
+        std::fs::write(snaps.join("cut.state"), b"x").expect("cut");
+        std::fs::write(snaps.join("cut.qcow2"), b"not a qcow2").expect("cut layer");
+        std::fs::write(snaps.join("ok.state"), b"x").expect("ok");
+        std::fs::write(snaps.join("ok.json"), b"{}").expect("ok json");
 
         assert!(
             p.sweep_orphans(Duration::from_secs(3600)).is_empty(),
             "young dirs stay"
         );
         let removed = p.sweep_orphans(Duration::ZERO);
-        assert_eq!(removed, vec![dead.clone()]);
+        assert_eq!(removed, vec![dead.clone(), snaps.join("cut.state")]);
         assert!(!dead.exists() && !t.path().join("disks/vm-dead").exists());
+        assert!(
+            !snaps.join("cut.qcow2").exists(),
+            "its unused layer is collected"
+        );
+        assert!(snaps.join("ok.state").exists());
         assert!(live.exists() && t.path().join("disks/vm-live").exists());
         assert!(other.exists());
     }
