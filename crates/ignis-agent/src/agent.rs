@@ -300,6 +300,15 @@ fn lock_execs(execs: &ExecTable) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<E
     execs.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Test hook: with `IGNIS_AGENT_TEST_PROTOCOL_1` set, the agent answers the requests added
+/// after protocol version 1 the way a version-1 agent does ("undecodable request", nothing
+/// run), so that callers' fallbacks for agents in older guest images can be tested end to
+/// end. Read once.
+fn emulates_protocol_1() -> bool {
+    static SET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| std::env::var_os("IGNIS_AGENT_TEST_PROTOCOL_1").is_some())
+}
+
 /// Resolve a guest path from the host: relative paths are taken from `/`, like a missing cwd.
 fn guest_path(p: &str) -> PathBuf {
     Path::new("/").join(p)
@@ -318,6 +327,26 @@ impl Agent {
             self.out
                 .error(id, format!("request id {id} is reserved or in use"))
                 .await;
+            return false;
+        }
+        if emulates_protocol_1()
+            && matches!(
+                body,
+                Request::ExecWithFiles { .. } | Request::RemoveAll { .. } | Request::Which { .. }
+            )
+        {
+            if matches!(
+                body,
+                Request::ExecWithFiles {
+                    stdin_follows: true,
+                    ..
+                }
+            ) {
+                self.uploads.insert(id, Upload::Discard);
+            }
+            let msg =
+                "undecodable request: emulating a protocol-1 agent (IGNIS_AGENT_TEST_PROTOCOL_1)";
+            self.out.error(id, msg.to_owned()).await;
             return false;
         }
         match body {

@@ -380,3 +380,61 @@ fn hash_files_in_action_input_defaults_and_post_if_on_the_sandbox() {
     assert_eq!(post("no"), Some(Value::from("skipped")), "{no:#?}");
     assert!(!no.contains(&"post-ran".to_string()), "{no:#?}");
 }
+
+/// Runs `workflow` on the fake backend; with `protocol_1`, the agent answers like one built
+/// before `ExecWithFiles`/`Which`/`RemoveAll` (an older guest image). Returns the exit code,
+/// the setup/cleanup command texts and the log lines.
+fn run_fake(workflow: &str, protocol_1: bool) -> (i32, Vec<String>, Vec<String>) {
+    let dir = repo(workflow);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ignis"));
+    cmd.current_dir(dir.path())
+        .args(["run", "--json", "--backend", "fake"]);
+    if protocol_1 {
+        cmd.env("IGNIS_AGENT_TEST_PROTOCOL_1", "1");
+    }
+    let out = cmd.output().expect("run ignis");
+    let events: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let texts = |t: &str, f: &str| -> Vec<String> {
+        of_type(&events, t)
+            .iter()
+            .filter_map(|e| e[f].as_str().map(str::to_string))
+            .collect()
+    };
+    (
+        out.status.code().unwrap_or(-1),
+        texts("command_finished", "command"),
+        texts("log", "line"),
+    )
+}
+
+/// File commands, setup and cleanup give the same results through the one-round-trip
+/// requests and through the older requests an agent of an older guest image understands.
+#[test]
+fn file_commands_work_with_new_and_older_agents() {
+    if !agent_available() {
+        return;
+    }
+    let wf = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - id: s\n        run: |\n          echo FROM_ENV=yes >> \"$GITHUB_ENV\"\n          echo out=42 >> \"$GITHUB_OUTPUT\"\n      - run: echo \"env=$FROM_ENV out=${{ steps.s.outputs.out }}\"\n";
+    for protocol_1 in [false, true] {
+        let (code, commands, lines) = run_fake(wf, protocol_1);
+        assert_eq!(code, 0, "protocol_1={protocol_1}: {lines:#?}");
+        assert!(
+            lines.contains(&"env=yes out=42".to_string()),
+            "protocol_1={protocol_1}: {lines:#?}"
+        );
+        let used = |prefix: &str| commands.iter().any(|c| c.starts_with(prefix));
+        if protocol_1 {
+            // The older requests: the sh probe and rm -rf (after the refused new ones).
+            assert!(used("command -v bash") && used("rm -rf "), "{commands:#?}");
+        } else {
+            assert!(
+                used("find bash and node") && used("remove "),
+                "{commands:#?}"
+            );
+            assert!(!used("rm -rf ") && !used("command -v"), "{commands:#?}");
+        }
+    }
+}
