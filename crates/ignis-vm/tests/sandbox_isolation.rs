@@ -788,6 +788,13 @@ async fn user_network_reaches_host_addresses_but_not_host_loopback() {
 
     let out = sh(&vm, &probe).await;
     assert_eq!(text(&out.stdout), "reached", "{}", text(&out.stderr));
+    // A snapshot (a freeze: the sandbox is idle) swaps the root, not the network.
+    let snap = p
+        .snapshot(&vm, &format!("net-{}", vm.id))
+        .await
+        .expect("snapshot");
+    let out = sh(&vm, &probe).await;
+    assert_eq!(text(&out.stdout), "reached", "{}", text(&out.stderr));
     // The host's loopback stays out of reach, directly and through the gateway address
     // (which pasta maps to the host's loopback unless told not to; a connection there goes
     // to a gateway that does not exist, so it is cut off by `timeout`).
@@ -804,6 +811,7 @@ async fn user_network_reaches_host_addresses_but_not_host_loopback() {
     p.release(&vm).await.expect("release");
     assert_gone(&vm.record);
     assert!(!alive(pasta, pasta_start), "pasta outlived its sandbox");
+    p.remove_snapshot(&snap).await.expect("remove snapshot");
     drop((outside, local));
 }
 
