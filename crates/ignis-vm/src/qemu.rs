@@ -436,14 +436,16 @@ impl QemuProvider {
     }
 
     /// Remove what VMs that died during allocation left behind: an ignis process killed
-    /// before its session manager recorded the VM leaves a run dir (and an overlay dir) that
-    /// no record will ever reap. A run dir older than `min_age` whose QMP socket has no
-    /// listener belongs to a QEMU that is gone: it goes, with the overlay dir of the same
-    /// name. Young dirs are left alone (their QEMU may still be starting), and so are overlay
-    /// dirs without a run dir here (another process's, with another TMPDIR). Likewise a
-    /// snapshot state file older than `min_age` without its metadata (written last) is a
-    /// snapshot interrupted by a dead process: it goes, and its layer is marked for collection.
-    /// Returns what was removed. Runs once per provider on its first allocation.
+    /// before its session manager recorded the VM leaves a QEMU, a run dir and an overlay dir
+    /// that no record will ever reap. A run dir whose `owner` file names a process that is
+    /// gone has its QEMU killed (when it is still the recorded one) and goes, with the overlay
+    /// dir of the same name; a VM whose owner lives is never touched. A run dir without an
+    /// owner file goes when it is older than `min_age` and its QMP socket has no listener.
+    /// Overlay dirs without a run dir here are left alone (another process's, with another
+    /// TMPDIR). Likewise a snapshot state file older than `min_age` without its metadata
+    /// (written last) is a snapshot interrupted by a dead process: it goes, and its layer is
+    /// marked for collection. Returns what was removed. Runs once per provider on its first
+    /// allocation.
     pub fn sweep_orphans(&self, min_age: Duration) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         for e in std::fs::read_dir(&self.config.run_dir)
@@ -456,13 +458,28 @@ impl QemuProvider {
                 continue;
             }
             let dir = e.path();
-            let old_enough = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= min_age);
-            if !old_enough || qmp_listening(&dir.join("qmp.sock")) {
+            let orphan = match read_owner(&dir) {
+                // the allocating process is gone: whatever it started is garbage (a VM it
+                // handed out has a record, and reaping that finds nothing left to do)
+                Some(owner) if !owner.alive() => {
+                    if let Some((pid, start)) = owner.qemu {
+                        kill_recorded(pid, start);
+                        wait_gone(pid, start);
+                    }
+                    true
+                }
+                Some(_) => false,
+                None => {
+                    let old_enough = e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age >= min_age);
+                    old_enough && !qmp_listening(&dir.join("qmp.sock"))
+                }
+            };
+            if !orphan {
                 continue;
             }
             if remove_tree(&dir).is_ok() {
@@ -767,6 +784,7 @@ impl QemuProvider {
             }
         };
         let pid = child.id().unwrap_or(0);
+        write_owner(&dir, pid);
         let child = Arc::new(AsyncMutex::new(child));
         let cleanup = |reason: String| {
             let child = child.clone();
@@ -1051,6 +1069,9 @@ impl QemuProvider {
                 .kill_on_drop(true)
                 .spawn()
                 .map_err(|e| format!("starting qemu: {e}"))?;
+            if let Some(pid) = child.id() {
+                write_owner(dir.path(), pid);
+            }
             let saved = async {
                 let mut q = Qmp::connect(&dir.path().join("qmp.sock"), Duration::from_secs(10))
                     .await
@@ -1283,6 +1304,63 @@ async fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+/// `<run dir>/owner`: which process allocated the VM, and its QEMU (pid and start time each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    ignis: (u32, u64),
+    qemu: Option<(u32, u64)>,
+}
+
+impl Owner {
+    fn alive(&self) -> bool {
+        process_start_time(self.ignis.0) == Some(self.ignis.1)
+    }
+}
+
+/// Write `<dir>/owner` for a QEMU this process just started (best effort: without it the
+/// sweep falls back to the QMP check).
+fn write_owner(dir: &Path, qemu_pid: u32) {
+    let me = std::process::id();
+    let (Some(my_start), Some(q_start)) = (process_start_time(me), process_start_time(qemu_pid))
+    else {
+        return;
+    };
+    let _ = std::fs::write(
+        dir.join("owner"),
+        format!(
+            "{me} {my_start}
+{qemu_pid} {q_start}
+"
+        ),
+    );
+}
+
+fn read_owner(dir: &Path) -> Option<Owner> {
+    let text = std::fs::read_to_string(dir.join("owner")).ok()?;
+    let mut lines = text.lines().map(|l| {
+        let mut f = l.split_whitespace().map(str::parse::<u64>);
+        match (f.next(), f.next()) {
+            (Some(Ok(pid)), Some(Ok(start))) => u32::try_from(pid).ok().map(|p| (p, start)),
+            _ => None,
+        }
+    });
+    let ignis = lines.next().flatten()?;
+    Some(Owner {
+        ignis,
+        qemu: lines.next().flatten(),
+    })
+}
+
+/// Wait (up to a second) until a killed process is gone, so its files can go.
+fn wait_gone(pid: u32, start: u64) {
+    for _ in 0..100 {
+        if process_start_time(pid) != Some(start) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -1772,10 +1850,31 @@ mod tests {
         std::fs::write(snaps.join("ok.state"), b"x").expect("ok");
         std::fs::write(snaps.join("ok.json"), b"{}").expect("ok json");
 
-        assert!(
-            p.sweep_orphans(Duration::from_secs(3600)).is_empty(),
-            "young dirs stay"
+        // an ignis that died during allocation left its QEMU running (a `sleep` stands in)
+        let killed = mk("vm-killed");
+        let mut stray = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("sleep");
+        let stray_start = process_start_time(stray.id()).expect("start");
+        std::fs::write(
+            killed.join("owner"),
+            format!("{} 1\n{} {stray_start}\n", std::process::id(), stray.id()),
+        )
+        .expect("owner");
+        // our own VM (owner alive) stays even without a listener
+        let mine = mk("vm-mine");
+        write_owner(&mine, std::process::id());
+
+        let young = p.sweep_orphans(Duration::from_secs(3600));
+        assert_eq!(
+            young,
+            vec![killed.clone()],
+            "young dirs stay, dead owners' go"
         );
+        let status = stray.wait().expect("wait");
+        assert!(!status.success(), "the stray qemu was killed: {status:?}");
+        assert!(mine.exists());
         let removed = p.sweep_orphans(Duration::ZERO);
         assert_eq!(removed, vec![dead.clone(), snaps.join("cut.state")]);
         assert!(!dead.exists() && !t.path().join("disks/vm-dead").exists());
@@ -1785,6 +1884,7 @@ mod tests {
         );
         assert!(snaps.join("ok.state").exists());
         assert!(live.exists() && t.path().join("disks/vm-live").exists());
+        assert!(mine.exists(), "a live owner's VM is never swept");
         assert!(other.exists());
     }
 
