@@ -239,9 +239,9 @@ fn backend_arg(b: Option<BackendArg>) -> Option<Backend> {
 ///
 /// By default: a snapshot after setup when the profile has `setup` commands (a resume
 /// restores it instead of running them again), none otherwise: a run without profile setup
-/// pays nothing. Measured here: a sandbox snapshot copies the session's upper layer, 1.4-3.9
-/// ms median plus ~0.1-0.3 ms to delete it (2-core host under load), against a ~40 ms
-/// one-step run; a qemu snapshot is ~0.65 s under TCG. `--snapshot-steps` (or a profile's
+/// pays nothing. Measured here (2-core host under load, 40 snapshots each): a sandbox
+/// snapshot 1.3-3.9 ms median (a freeze of the session's upper layer, a copy when busy) plus
+/// ~0.1-0.3 ms to delete it, against a ~40 ms one-step run; a qemu snapshot ~0.65 s (TCG). `--snapshot-steps` (or a profile's
 /// `snapshot-steps = true`) adds a snapshot after every successful step; `--no-snapshots`
 /// takes none.
 fn snapshot_policy(args: &Args, backend: Backend) -> SnapshotPolicy {
