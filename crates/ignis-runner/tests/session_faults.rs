@@ -215,14 +215,19 @@ async fn executor_panics_and_drop_guard_releases(env: Env) {
         panic!("executor bug");
     });
     assert!(task.await.expect_err("task panicked").is_panic());
+    // The guard's release runs on a spawned task: the session leaves the table and the vm is
+    // released before `Released` is emitted, so wait for all three.
     assert!(
-        eventually(|| env.manager.live_count() == 0 && env.counter.counts().live == 0).await,
-        "drop guard released the vm"
+        eventually(|| env.manager.live_count() == 0
+            && env.counter.counts().live == 0
+            && matches!(
+                env.events.events().last(),
+                Some(SessionEvent::Released { .. })
+            ))
+        .await,
+        "drop guard released the vm and said so: {:?}",
+        env.events.events().last()
     );
-    assert!(matches!(
-        env.events.events().last(),
-        Some(SessionEvent::Released { .. })
-    ));
     gone(&m).await;
     env.assert_clean();
 }
