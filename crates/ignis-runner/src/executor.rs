@@ -160,6 +160,9 @@ pub struct CancelSignals {
 pub(crate) struct Tools {
     pub bash: bool,
     pub node: Option<String>,
+    /// `python`, else `python3`: GitHub's `python` shell on a machine (Debian, ignis's guest
+    /// images) that only has `python3`.
+    pub python: Option<String>,
 }
 
 /// A session as the job runner sees it.
@@ -471,10 +474,7 @@ impl WorkflowExecutor {
             tokio::join!(self.setup_layout(rt, &sref), self.probe_tools(rt, &sref));
         match (layout, probed) {
             (Err(e), _) | (Ok(()), Err(e)) => failed = Some(e),
-            (Ok(()), Ok((bash, node))) => {
-                sref.tools.bash = bash;
-                sref.tools.node = node;
-            }
+            (Ok(()), Ok(tools)) => sref.tools = tools,
         }
         if failed.is_none() && !restored {
             for cmd in live.setup_commands() {
@@ -615,26 +615,25 @@ impl WorkflowExecutor {
         r
     }
 
-    /// Finds `bash` (GitHub's default shell) and `node` (node actions) in the machine: the
-    /// agent searches `PATH` itself (`which`, no process); an older agent gets `command -v`
-    /// in `sh`. Reported as one setup command.
-    async fn probe_tools(
-        &self,
-        rt: &Arc<RunShared>,
-        sref: &SessionRef,
-    ) -> Result<(bool, Option<String>), String> {
+    /// Finds `bash` (GitHub's default shell), `node` (node actions) and `python`/`python3`
+    /// (the `python` shell) in the machine: the agent searches `PATH` itself (`which`, no
+    /// process); an older agent gets `command -v` in `sh`. Reported as one setup command.
+    async fn probe_tools(&self, rt: &Arc<RunShared>, sref: &SessionRef) -> Result<Tools, String> {
         if sref.agent.supports_command_files() {
             let path = rt.base_env.get("PATH").cloned().unwrap_or_else(|| {
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
             });
-            let command = format!("find bash and node in PATH={path}");
+            let command = format!("find bash, node and python in PATH={path}");
             rt.bus.emit(RunEvent::CommandStarted {
                 phase: Phase::Setup,
                 session_id: sref.session_id.clone(),
                 vm_id: sref.vm_id.clone(),
                 command: command.clone(),
             });
-            let found = sref.agent.which(&["bash", "node"], &path).await;
+            let found = sref
+                .agent
+                .which(&["bash", "node", "python", "python3"], &path)
+                .await;
             rt.bus.emit(RunEvent::CommandFinished {
                 phase: Phase::Setup,
                 session_id: sref.session_id.clone(),
@@ -644,9 +643,12 @@ impl WorkflowExecutor {
             });
             match found {
                 Ok(paths) => {
-                    let bash = paths.first().is_some_and(Option::is_some);
-                    let node = paths.get(1).cloned().flatten();
-                    return Ok((bash, node));
+                    let found = |i: usize| paths.get(i).cloned().flatten();
+                    return Ok(Tools {
+                        bash: found(0).is_some(),
+                        node: found(1),
+                        python: found(2).or_else(|| found(3)),
+                    });
                 }
                 Err(e) if sref.agent.supports_command_files() => {
                     return Err(format!("Setup command `{command}` failed: {e}"));
@@ -655,18 +657,18 @@ impl WorkflowExecutor {
                 Err(_) => {}
             }
         }
-        let probe = "command -v bash || echo; command -v node || echo";
+        let probe = "command -v bash || echo; command -v node || echo; \
+                     command -v python || command -v python3 || echo";
         let out = self
             .phase_command_output(rt, sref, Phase::Setup, probe)
             .await?;
-        let mut lines = out.lines();
-        let bash = lines.next().is_some_and(|l| !l.trim().is_empty());
-        let node = lines
-            .next()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_string);
-        Ok((bash, node))
+        let mut lines = out.lines().map(str::trim);
+        let mut next = || lines.next().filter(|l| !l.is_empty()).map(str::to_string);
+        Ok(Tools {
+            bash: next().is_some(),
+            node: next(),
+            python: next(),
+        })
     }
 
     /// Removes the run directory through the agent's `remove_all`, reported as a cleanup

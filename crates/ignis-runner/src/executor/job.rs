@@ -1383,7 +1383,7 @@ impl JobRunner {
                 Err(e) => return self.fail_step(step_id, e),
             };
             let shell = match shell::resolve(shell_name.as_deref(), self.session.tools.bash) {
-                Ok(s) => s,
+                Ok(s) => s.with_python(self.session.tools.python.as_deref()),
                 Err(e) => return self.fail_step(step_id, e),
             };
             let wd_src = step.working_directory.clone().or_else(|| {

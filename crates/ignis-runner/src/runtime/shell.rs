@@ -72,6 +72,19 @@ pub fn resolve(shell: Option<&str>, has_bash: bool) -> Result<Shell, ShellError>
 }
 
 impl Shell {
+    /// GitHub's `python` shell runs `python`, which GitHub's images have. Debian (and
+    /// ignis's guest images) only ship `python3`; `found` is what the machine has (`python`
+    /// first), so the shell works there too. Other shells are unchanged.
+    pub fn with_python(mut self, found: Option<&str>) -> Self {
+        if let (Some(first), Some(found)) = (self.argv.first_mut(), found)
+            && first == "python"
+            && self.extension == ".py"
+        {
+            *first = found.to_string();
+        }
+        self
+    }
+
     /// argv with `{0}` replaced by `path`.
     pub fn command(&self, path: &str) -> Vec<String> {
         self.argv.iter().map(|a| a.replace("{0}", path)).collect()
@@ -93,6 +106,11 @@ mod tests {
         assert_eq!(resolve(Some("sh"), true).unwrap().argv, ["sh", "-e", "{0}"]);
         let py = resolve(Some("python"), true).unwrap();
         assert_eq!(py.argv, ["python", "{0}"]);
+        let py3 = py.clone().with_python(Some("/usr/bin/python3"));
+        assert_eq!(py3.argv, ["/usr/bin/python3", "{0}"]);
+        assert_eq!(py.clone().with_python(None).argv, ["python", "{0}"]);
+        let bash = resolve(Some("bash"), true).unwrap();
+        assert_eq!(bash.clone().with_python(Some("python3")), bash);
         assert_eq!(py.extension, ".py");
         assert_eq!(resolve(Some("bash"), true).unwrap().extension, ".sh");
     }
