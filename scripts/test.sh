@@ -25,6 +25,8 @@ fi
 if [ -f /etc/os-release ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-release; then
   vm_pkgs=()
   command -v qemu-system-x86_64 >/dev/null 2>&1 || vm_pkgs+=(qemu-system-x86)
+  # qemu-img makes the per-VM qcow2 overlays; only a Recommends of qemu-system-x86
+  command -v qemu-img >/dev/null 2>&1 || vm_pkgs+=(qemu-utils)
   [ -x /bin/busybox ] || vm_pkgs+=(busybox-static)
   command -v cpio >/dev/null 2>&1 || vm_pkgs+=(cpio)
   command -v mkfs.ext4 >/dev/null 2>&1 || vm_pkgs+=(e2fsprogs)
