@@ -76,8 +76,15 @@ fn requirements(b: Backend) -> &'static [(&'static str, bool)] {
             ("user-namespaces", true),
             ("overlayfs", true),
             ("cgroup-v2", false),
+            ("pasta", false),
         ],
-        Backend::Qemu => &[("qemu", true), ("kvm-guest", false), ("vhost-vsock", false)],
+        Backend::Qemu => &[
+            ("qemu", true),
+            ("qemu-img", true),
+            ("guest-image-tools", true),
+            ("kvm-guest", false),
+            ("vhost-vsock", false),
+        ],
         Backend::Firecracker => &[
             ("kvm-guest", true),
             ("firecracker", true),
@@ -113,6 +120,18 @@ pub fn run() -> Report {
             "apt-get install qemu-system-x86",
         )
         .renamed("qemu"),
+        binary_check("qemu-img", None, "apt-get install qemu-utils"),
+        tools_check(
+            "guest-image-tools",
+            &["mkfs.ext4", "cpio", "dpkg-deb", "apt-get"],
+            &["/bin/busybox"],
+            "apt-get install e2fsprogs cpio busybox-static (ignis image build needs them)",
+        ),
+        binary_check(
+            "pasta",
+            None,
+            "apt-get install passt (only for network = \"user\" sandboxes)",
+        ),
         qemu_accel_check(&kvm),
         cgroup_check(),
         userns_check(),
@@ -417,6 +436,21 @@ fn binary_check(name: &str, explicit: Option<PathBuf>, fix: &str) -> Check {
             fix,
         ),
         Err(e) => gap(name, format!("{}: {e}", path.display()), fix),
+    }
+}
+
+/// Tools that are only run, never asked for a version: present in `PATH` (or at a fixed path).
+fn tools_check(name: &str, in_path: &[&str], at: &[&str], fix: &str) -> Check {
+    let missing: Vec<&str> = in_path
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .chain(at.iter().copied().filter(|p| !Path::new(p).is_file()))
+        .collect();
+    if missing.is_empty() {
+        ok(name, format!("{} found", [in_path, at].concat().join(", ")))
+    } else {
+        gap(name, format!("missing: {}", missing.join(", ")), fix)
     }
 }
 
