@@ -343,7 +343,7 @@ impl WorkflowExecutor {
                         (JobResult::Failure, IndexMap::new())
                     }
                     Ok((live, sref)) => {
-                        let provider = LegSessions::Shared(sref);
+                        let provider = LegSessions::Shared(Box::new(sref));
                         let (r, jobs) = self
                             .run_graph(
                                 &rt,
@@ -1251,7 +1251,7 @@ impl WorkflowExecutor {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&spec.key);
-                job::JobRunner::new(rt.clone(), sref.clone(), spec, cancel)
+                job::JobRunner::new(rt.clone(), SessionRef::clone(sref), spec, cancel)
                     .resuming(cont)
                     .run()
                     .await
@@ -1620,14 +1620,15 @@ fn emit_job_end(
 /// Where legs get their session.
 #[derive(Debug, Clone)]
 enum LegSessions {
-    Shared(SessionRef),
+    /// Boxed: a `SessionRef` is large and `PerLeg` is empty (clippy::large_enum_variant).
+    Shared(Box<SessionRef>),
     PerLeg,
 }
 
 impl LegSessions {
     fn shared(&self) -> Option<SessionRef> {
         match self {
-            LegSessions::Shared(s) => Some(s.clone()),
+            LegSessions::Shared(s) => Some(SessionRef::clone(s)),
             LegSessions::PerLeg => None,
         }
     }
