@@ -430,10 +430,7 @@ fn file_commands_work_with_new_and_older_agents() {
             // The older requests: the sh probe and rm -rf (after the refused new ones).
             assert!(used("command -v bash") && used("rm -rf "), "{commands:#?}");
         } else {
-            assert!(
-                used("find bash") && used("remove "),
-                "{commands:#?}"
-            );
+            assert!(used("find bash") && used("remove "), "{commands:#?}");
             assert!(!used("rm -rf ") && !used("command -v"), "{commands:#?}");
         }
     }
