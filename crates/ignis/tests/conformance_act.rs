@@ -117,6 +117,7 @@ fn run_case(ignis: &Path, root: &Path, case: &Value, backend: &str) -> Observed 
     let args = &case["args"];
     let mut cmd = Command::new(ignis);
     cmd.current_dir(root)
+        .env("IGNIS_STATE_DIR", state_dir())
         .arg("run")
         .arg(case["event"].as_str().unwrap_or("push"));
     cmd.arg("-W")
@@ -323,6 +324,7 @@ fn backend(ignis: &Path) -> Option<String> {
     for b in ["sandbox", "fake"] {
         let ok = Command::new(ignis)
             .current_dir(probe.path())
+            .env("IGNIS_STATE_DIR", state_dir())
             .args(["run", "-W", "w.yml", "--json", "--backend", b])
             .output()
             .is_ok_and(|o| o.status.success());
@@ -412,4 +414,9 @@ fn act_conformance_suite() {
         "conformance failures:\n{}",
         failures.join("\n")
     );
+}
+
+/// ignis's session and run records of these tests, kept out of the machine's state dir.
+fn state_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("state-conformance_act")
 }

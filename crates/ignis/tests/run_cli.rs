@@ -32,6 +32,7 @@ fn repo(workflow: &str) -> tempfile::TempDir {
 fn ignis(dir: &Path, args: &[&str]) -> (i32, Vec<Value>) {
     let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
         .current_dir(dir)
+        .env("IGNIS_STATE_DIR", state_dir())
         .arg("run")
         .args(args)
         .output()
@@ -159,6 +160,7 @@ fn sigint_cancels_runs_always_steps_and_releases() {
     );
     let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
         .current_dir(dir.path())
+        .env("IGNIS_STATE_DIR", state_dir())
         .args(["run", "--json", "--backend", "fake"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -236,6 +238,7 @@ fn graph_flag_prints_the_job_dag_like_ignis_graph() {
     let run = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_ignis"))
             .current_dir(dir.path())
+            .env("IGNIS_STATE_DIR", state_dir())
             .args(args)
             .output()
             .expect("run ignis");
@@ -255,6 +258,7 @@ fn graph_flag_prints_the_job_dag_like_ignis_graph() {
 fn sandbox_available(dir: &Path) -> bool {
     let probe = Command::new(env!("CARGO_BIN_EXE_ignis"))
         .current_dir(dir)
+        .env("IGNIS_STATE_DIR", state_dir())
         .args(["run", "--json", "--backend", "sandbox", "-W"])
         .arg(dir.join(".github/workflows/probe.yml"))
         .output();
@@ -388,6 +392,7 @@ fn run_fake(workflow: &str, protocol_1: bool) -> (i32, Vec<String>, Vec<String>)
     let dir = repo(workflow);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ignis"));
     cmd.current_dir(dir.path())
+        .env("IGNIS_STATE_DIR", state_dir())
         .args(["run", "--json", "--backend", "fake"]);
     if protocol_1 {
         cmd.env("IGNIS_AGENT_TEST_PROTOCOL_1", "1");
@@ -434,4 +439,9 @@ fn file_commands_work_with_new_and_older_agents() {
             assert!(!used("rm -rf ") && !used("command -v"), "{commands:#?}");
         }
     }
+}
+
+/// ignis's session and run records of these tests, kept out of the machine's state dir.
+fn state_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("state-run_cli")
 }

@@ -95,7 +95,7 @@ fn ignis_with_bin_env(
         .args(["run", "--json"])
         .args(args)
         .env("IGNIS_CACHE_DIR", scratch.join("cache"))
-        .env("XDG_STATE_HOME", scratch.join("state"))
+        .env("IGNIS_STATE_DIR", scratch.join("state"))
         .env("IGNIS_FAKE_FC_LOG", scratch.join("requests.jsonl"))
         .env_remove("IGNIS_FIRECRACKER_KERNEL")
         .env_remove("IGNIS_FIRECRACKER_INITRD")
