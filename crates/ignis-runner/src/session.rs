@@ -1097,19 +1097,9 @@ impl Session {
         err
     }
 
-    /// Snapshot the VM.
+    /// Snapshot the VM (recorded in the session's snapshots and timeline).
     pub async fn snapshot(&self, name: &str) -> Result<SnapshotId, SessionError> {
-        let snap = self
-            .provider
-            .snapshot(self.vm_ref(), name)
-            .await
-            .map_err(|source| SessionError::Snapshot {
-                session: self.shared.id.clone(),
-                source,
-            })?;
-        self.shared.data().snapshots.push(snap.0.clone());
-        self.note(&format!("snapshot {}", snap.0));
-        Ok(snap)
+        self.snapshot_handle().snapshot(name).await
     }
 
     /// A cloneable handle that snapshots this session's VM from any task (the job legs of a
@@ -1197,6 +1187,7 @@ impl SnapshotHandle {
                 source,
             })?;
         self.shared.data().snapshots.push(snap.0.clone());
+        // a note in the timeline: the session's state does not change
         let state = self.shared.data().state;
         self.shared
             .transition(state, None, &format!("snapshot {}", snap.0));
