@@ -1179,6 +1179,11 @@ fn sanitize(s: &str) -> String {
 
 async fn save_state(q: &mut Qmp, file: &Path) -> Result<(), String> {
     q.execute("stop", None).await.map_err(|e| e.to_string())?;
+    migrate_to(q, file).await
+}
+
+/// Writes a stopped machine's memory and device state to `file` and waits until it is whole.
+async fn migrate_to(q: &mut Qmp, file: &Path) -> Result<(), String> {
     q.execute(
         "migrate",
         Some(serde_json::json!({ "uri": format!("file:{}", file.display()) })),
@@ -1567,15 +1572,7 @@ impl VmProvider for QemuProvider {
             {
                 r.disk = Some(next.clone());
             }
-            q.execute(
-                "migrate",
-                Some(serde_json::json!({ "uri": format!("file:{}", file.display()) })),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            q.wait_migration(Duration::from_secs(120))
-                .await
-                .map_err(|e| e.to_string())?;
+            migrate_to(&mut q, &file).await?;
             save_launch(&file, &launch)
         }
         .await;
