@@ -1109,6 +1109,21 @@ impl VmProvider for FirecrackerProvider {
         Ok(self.inner.register(spec, m, agent, started))
     }
 
+    /// A snapshot is one self-contained directory (state, memory, disk copy). Clones restored
+    /// from it keep running: their memory mapping and disk are their own open files (or hard
+    /// links in a jail), which outlive the directory entry. Removing twice is fine.
+    async fn remove_snapshot(&self, snapshot: &SnapshotId) -> Result<(), VmError> {
+        let dir = self.inner.snapshot_dir(&snapshot.0)?;
+        match host::remove_path(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(VmError::Snapshot {
+                op: "remove",
+                reason: format!("removing {}: {e}", dir.display()),
+            }),
+        }
+    }
+
     async fn reap(&self, record: &VmRecord) -> Result<(), VmError> {
         reap_record(record)
     }

@@ -66,6 +66,18 @@ async fn firecracker_lifecycle_boot_exec_snapshot_restore_release() {
     let (code, out) = run(&clone, &["cat", &scratch.display().to_string()]).await;
     assert_eq!((code, out.as_str()), (Some(0), "state"));
 
+    // Removing the snapshot leaves the running clone alone and makes it unrestorable.
+    p.remove_snapshot(&snap).await.expect("remove snapshot");
+    p.remove_snapshot(&snap)
+        .await
+        .expect("removing twice is fine");
+    assert!(
+        p.restore(&snap, &spec).await.is_err(),
+        "removed snapshot restores"
+    );
+    let (code, out) = run(&clone, &["cat", &scratch.display().to_string()]).await;
+    assert_eq!((code, out.as_str()), (Some(0), "state"));
+
     let records = vec![vm.record.clone(), clone.record.clone()];
     p.release(&clone).await.expect("release clone");
     p.release(&vm).await.expect("release");

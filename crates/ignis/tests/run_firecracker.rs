@@ -81,11 +81,13 @@ fn ignis_with_bin_env(
     if let Some(toml) = profiles {
         std::fs::write(repo.join("ignis.toml"), toml).expect("ignis.toml");
     }
-    std::fs::write(
-        wf.join("ci.yml"),
-        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello-from-fc\n",
-    )
-    .expect("workflow");
+    if !wf.join("ci.yml").exists() {
+        std::fs::write(
+            wf.join("ci.yml"),
+            "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo hello-from-fc\n",
+        )
+        .expect("workflow");
+    }
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ignis"));
     match bin_env {
         Some(bin) => cmd.env("IGNIS_FIRECRACKER_BIN", bin),
@@ -161,11 +163,60 @@ fn run_firecracker_boots_the_cached_image_and_releases_the_session() {
             .any(|r| r["body"]["action_type"] == "SendCtrlAltDel"),
         "release shuts the microVM down"
     );
-    let vms = scratch.path().join("state/ignis/firecracker/vms");
+    let vms = scratch.path().join("state/firecracker/vms");
     let left: Vec<_> = std::fs::read_dir(&vms)
-        .map(|rd| rd.filter_map(Result::ok).map(|e| e.path()).collect())
-        .unwrap_or_default();
+        .expect("the run's vm dir is under IGNIS_STATE_DIR")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
     assert!(left.is_empty(), "vm dirs left behind: {left:?}");
+}
+
+/// Step snapshots on firecracker: taken after each successful step but the last, recorded
+/// as events, and deleted again when the run succeeds.
+#[test]
+fn run_firecracker_step_snapshots_are_taken_and_removed_after_success() {
+    let Some(fake) = helpers() else { return };
+    let scratch = tempfile::Builder::new()
+        .prefix("ifc")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    cached_image(&scratch.path().join("cache"));
+    let wf = scratch.path().join("repo/.github/workflows");
+    std::fs::create_dir_all(&wf).expect("mkdir");
+    std::fs::write(
+        wf.join("ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo one\n      - run: echo two\n      - run: echo three\n",
+    )
+    .expect("workflow");
+    let out = ignis(
+        scratch.path(),
+        &fake,
+        &["--backend", "firecracker", "--snapshot-steps"],
+        None,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    let snaps: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "snapshot_created")
+        .collect();
+    assert_eq!(
+        snaps.len(),
+        2,
+        "after steps 0 and 1, not after the last: {snaps:?}"
+    );
+    let store = scratch.path().join("state/firecracker/snapshots");
+    let left: Vec<_> = std::fs::read_dir(&store)
+        .expect("snapshots were stored under the state dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "a successful run removes its snapshots: {left:?}"
+    );
 }
 
 #[test]

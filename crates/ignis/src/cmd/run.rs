@@ -167,12 +167,8 @@ fn provider(
         Backend::Firecracker => {
             // The kernel comes from IGNIS_FIRECRACKER_KERNEL, else from the newest guest image
             // `ignis image build` left in the cache (its vmlinux + initramfs); VMs live in
-            // this state directory.
-            let state = std::env::var_os("XDG_STATE_HOME")
-                .map(PathBuf::from)
-                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-                .unwrap_or_else(std::env::temp_dir)
-                .join("ignis/firecracker");
+            // ignis's state directory (where the session records that reap them live).
+            let state = ignis_runner::session::default_state_dir().join("firecracker");
             let mut config = ignis_vm::firecracker::FirecrackerConfig::from_env_or_cache(
                 state,
                 &ignis_vm::image::cache_dir(),
@@ -245,7 +241,10 @@ fn backend_arg(b: Option<BackendArg>) -> Option<Backend> {
 /// `snapshot-steps = true`) adds a snapshot after every successful step; `--no-snapshots`
 /// takes none.
 fn snapshot_policy(args: &Args, backend: Backend) -> SnapshotPolicy {
-    let deletable = matches!(backend, Backend::Qemu | Backend::Sandbox);
+    let deletable = matches!(
+        backend,
+        Backend::Qemu | Backend::Sandbox | Backend::Firecracker
+    );
     if args.no_snapshots || !deletable {
         if args.snapshot_steps && !args.no_snapshots {
             eprintln!(
