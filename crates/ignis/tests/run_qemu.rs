@@ -287,3 +287,108 @@ fn qemu_run_one_vm_per_run_and_resume_from_a_step_snapshot() {
         );
     }
 }
+
+/// ignis SIGKILLed while a step runs in its qemu VM: the session record outlives it, and
+/// `ignis vm gc` (what every next `ignis run` also does first) kills the orphaned QEMU and
+/// deletes its run directory and disk overlay.
+#[test]
+fn qemu_sigkill_mid_step_then_gc_leaves_nothing() {
+    use std::io::BufRead;
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if let Err(e) = ensure_agent() {
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("state dir");
+    std::fs::create_dir_all(dir.path().join(".github/workflows")).expect("mkdir");
+    std::fs::write(
+        dir.path().join(".github/workflows/ci.yml"),
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo step-is-running; sleep 600\n",
+    )
+    .expect("write");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .current_dir(dir.path())
+        .env("IGNIS_STATE_DIR", state.path())
+        .env("IGNIS_QEMU_TEMPLATE", "0")
+        .env("IGNIS_QEMU_ACCEL", "tcg")
+        .args(["run", "--json", "--backend", "qemu"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ignis");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    let mut events = Vec::new();
+    let running = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(180)) {
+            Ok(v) => {
+                let done = v["type"] == "log" && v["line"] == "step-is-running";
+                events.push(v);
+                if done {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    if !running {
+        let _ = child.kill();
+        let _ = child.wait();
+        if of_type(&events, "session_created").is_empty() {
+            eprintln!("skipped: the qemu backend does not run here");
+            return;
+        }
+        panic!("the step never started: {events:?}");
+    }
+    child.kill().expect("SIGKILL ignis");
+    child.wait().expect("reap ignis");
+
+    let ls = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .env("IGNIS_STATE_DIR", state.path())
+        .args(["vm", "ls", "--json"])
+        .output()
+        .expect("vm ls");
+    let listed = String::from_utf8_lossy(&ls.stdout);
+    assert!(
+        listed.contains("\"owner_alive\":false"),
+        "the dead run's session is listed as orphaned: {listed}"
+    );
+    let gc = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .env("IGNIS_STATE_DIR", state.path())
+        .args(["vm", "gc"])
+        .output()
+        .expect("vm gc");
+    assert!(
+        gc.status.success(),
+        "gc: {}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    // QEMU exits asynchronously after its SIGKILL; give it a moment before looking.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_released(&events);
+    let ls = Command::new(env!("CARGO_BIN_EXE_ignis"))
+        .env("IGNIS_STATE_DIR", state.path())
+        .args(["vm", "ls", "--json"])
+        .output()
+        .expect("vm ls");
+    assert!(
+        String::from_utf8_lossy(&ls.stdout).trim().is_empty(),
+        "no session left after gc"
+    );
+}
