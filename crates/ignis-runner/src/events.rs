@@ -142,6 +142,9 @@ pub enum RunEvent {
         conclusion: StepResult,
         vm_id: String,
         duration_ms: u64,
+        /// On `--resume`: the run whose recorded result this step keeps (it did not run again).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        kept_from: Option<String>,
     },
     Log {
         job_id: String,

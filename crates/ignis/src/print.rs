@@ -181,6 +181,7 @@ impl EventSink for HumanPrinter {
                 outcome,
                 conclusion,
                 duration_ms,
+                kept_from,
                 ..
             } => {
                 let n = name_of(&st, job_id, matrix);
@@ -195,9 +196,13 @@ impl EventSink for HumanPrinter {
                 } else {
                     String::new()
                 };
+                let took = match kept_from {
+                    Some(run) => format!("kept from run {run}"),
+                    None => format!("{duration_ms} ms"),
+                };
                 writeln!(
                     out,
-                    "[{n}] {icon} {} - {name}{extra} [{duration_ms} ms]",
+                    "[{n}] {icon} {} - {name}{extra} [{took}]",
                     result_word(*conclusion)
                 )
             }

@@ -285,6 +285,20 @@ fn resume_continues_at_the_failed_step_in_the_restored_vm() {
         ["check"],
         "build continues at its failed step"
     );
+    let kept: Vec<(&Value, &Value)> = second
+        .events
+        .iter()
+        .filter(|e| e["type"] == "step_finished" && e["job_id"] == "build")
+        .map(|e| (&e["step_id"], &e["kept_from"]))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            (&Value::from("first"), &Value::from(id.as_str())),
+            (&Value::from("check"), &Value::Null)
+        ],
+        "the replayed step says which run it is kept from; the run step does not"
+    );
     let lines = logs(&second.events);
     assert!(
         lines.iter().any(|l| l.contains("kept from run")),

@@ -244,6 +244,8 @@ pub(crate) struct JobRunner {
     leg_root: String,
     /// Continue from a step snapshot of a failed run.
     cont: Option<LegContinue>,
+    /// While a continuing leg replays its recorded steps: the run they come from.
+    kept_from: Option<String>,
     /// This leg's part of the run record.
     record: LegRun,
     /// `env` after the job's own layers (`--env-file`, workflow, job): what `GITHUB_ENV`
@@ -347,6 +349,7 @@ impl JobRunner {
         JobRunner {
             leg_root,
             cont: None,
+            kept_from: None,
             record,
             env_base: IndexMap::new(),
             last_main: None,
@@ -458,6 +461,7 @@ impl JobRunner {
         }
         self.seq = c.snapshot.seq;
         self.prepared_seq = None;
+        self.kept_from = Some(c.from_run.clone());
         let mut outputs = c.outputs;
         for rec in &c.steps {
             let outs = outputs.remove(&rec.index).unwrap_or_default();
@@ -475,6 +479,7 @@ impl JobRunner {
                 );
             }
         }
+        self.kept_from = None;
         // The restored steps are in the record already.
         self.last_main = None;
         c.snapshot.after_index + 1
@@ -1078,6 +1083,7 @@ impl JobRunner {
             conclusion,
             vm_id: self.session.vm_id.clone(),
             duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            kept_from: self.kept_from.clone(),
         });
     }
 
