@@ -669,7 +669,7 @@ impl QemuProvider {
         backing: &Backing,
     ) -> Result<LiveDisk, String> {
         let dir = self.config.disk_dir.join(name);
-        std::fs::create_dir_all(&self.config.disk_dir)
+        private_dir(&self.config.disk_dir)
             .map_err(|e| format!("creating {}: {e}", self.config.disk_dir.display()))?;
         // never share a directory with another VM (run dirs of processes with another TMPDIR
         // could have the same name)
@@ -1136,7 +1136,7 @@ impl QemuProvider {
     }
 
     fn new_snapshot_file(&self, spec: &VmSpec) -> Result<PathBuf, String> {
-        std::fs::create_dir_all(&self.config.snapshot_dir)
+        private_dir(&self.config.snapshot_dir)
             .map_err(|e| format!("creating {}: {e}", self.config.snapshot_dir.display()))?;
         let f = tempfile::Builder::new()
             .prefix(&format!("{}-", sanitize(&spec.vm_type)))
@@ -1291,6 +1291,17 @@ fn template_complete(file: &Path, launch: &Launch) -> bool {
 }
 
 /// An exclusive `flock` on `path` (created), polled so no runtime thread blocks; released when
+/// Creates `dir` (and its parents) and makes it 0700: VM disks and snapshots hold whatever
+/// the steps had in the guest, secrets included, so other local users must not read them.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// the returned file is dropped.
 async fn lock_exclusive(path: &Path) -> std::io::Result<std::fs::File> {
     if let Some(dir) = path.parent() {
@@ -1754,6 +1765,21 @@ mod tests {
         };
         let err = p.allocate(&spec).await.expect_err("host network refused");
         assert!(err.to_string().contains("not supported"), "{err}");
+    }
+
+    #[test]
+    fn snapshot_and_disk_dirs_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let fresh = t.path().join("a/b");
+        private_dir(&fresh).expect("create");
+        assert_eq!(mode(&fresh), 0o700);
+        let old = t.path().join("old");
+        std::fs::create_dir(&old).expect("mkdir");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        private_dir(&old).expect("existing");
+        assert_eq!(mode(&old), 0o700, "an existing dir is tightened");
     }
 
     #[tokio::test]
