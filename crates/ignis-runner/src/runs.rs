@@ -68,6 +68,16 @@ pub enum RunStoreError {
     },
 }
 
+/// Run directories are 0700: a record holds the event payload, inputs, vars and env-file
+/// values of a run, which are not for other local users.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -311,7 +321,7 @@ impl RunStore {
         let dir = self.run_dir(&record.run_id)?;
         let path = dir.join(RECORD_FILE);
         let write = |path: &Path| -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
+            private_dir(&dir)?;
             let tmp = dir.join(format!(".{RECORD_FILE}.tmp"));
             let bytes = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
             std::fs::write(&tmp, bytes)?;
@@ -324,7 +334,7 @@ impl RunStore {
     pub fn save_file(&self, id: &str, name: &str, text: &str) -> Result<(), RunStoreError> {
         let dir = self.run_dir(id)?;
         let path = dir.join(name);
-        std::fs::create_dir_all(&dir)
+        private_dir(&dir)
             .and_then(|()| std::fs::write(&path, text))
             .map_err(|source| RunStoreError::Write { path, source })
     }
@@ -713,6 +723,14 @@ mod tests {
             store.load("r1").expect("load").result,
             Some(JobResult::Success)
         );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("r1"))
+                .expect("run dir")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "run dirs are private");
+        }
         assert!(matches!(
             store.load("nope"),
             Err(RunStoreError::UnknownRun(_))
