@@ -725,7 +725,7 @@ mod tests {
         );
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("r1"))
+            let mode = std::fs::metadata(dir.path().join("runs/r1"))
                 .expect("run dir")
                 .permissions()
                 .mode();
