@@ -406,12 +406,9 @@ impl WorkflowExecutor {
     ) -> Result<(Box<dyn LiveSession>, SessionRef), String> {
         let mut from = from;
         let (live, restored_root) = loop {
-            let attempt = async {
-                match &from {
-                    Some(f) => self.sessions.restore(labels, &f.snapshot).await,
-                    None => self.sessions.create(labels).await,
-                }
-            };
+            let attempt = self
+                .sessions
+                .open(labels, from.as_ref().map(|f| f.snapshot.as_str()));
             let live = tokio::select! {
                 s = attempt => s,
                 _ = signals.kill.cancelled() => return Err("cancelled before the session was created".into()),

@@ -25,19 +25,6 @@ impl ManagerSessions {
 
 #[async_trait::async_trait]
 impl SessionSource for ManagerSessions {
-    async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String> {
-        self.open(labels, None).await
-    }
-    async fn restore(
-        &self,
-        labels: &[String],
-        snapshot: &str,
-    ) -> Result<Box<dyn LiveSession>, String> {
-        self.open(labels, Some(snapshot)).await
-    }
-}
-
-impl ManagerSessions {
     async fn open(
         &self,
         labels: &[String],

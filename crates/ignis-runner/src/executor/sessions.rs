@@ -50,18 +50,14 @@ pub trait Snapshotter: Send + Sync + std::fmt::Debug {
 /// A source of sessions: each call allocates exactly one VM.
 #[async_trait::async_trait]
 pub trait SessionSource: Send + Sync {
-    /// Create a session for a job with these `runs-on` labels.
-    async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String>;
-    /// Create a session whose VM is restored from `snapshot` (a provider snapshot id) instead
-    /// of booted fresh; same limit and release guarantees as [`SessionSource::create`].
-    async fn restore(
+    /// Create a session for a job with these `runs-on` labels; with `snapshot` (a provider
+    /// snapshot id) its VM is restored from it instead of booted fresh, under the same limit
+    /// and release guarantees.
+    async fn open(
         &self,
         labels: &[String],
-        snapshot: &str,
-    ) -> Result<Box<dyn LiveSession>, String> {
-        let _ = (labels, snapshot);
-        Err("this session source cannot restore snapshots".into())
-    }
+        snapshot: Option<&str>,
+    ) -> Result<Box<dyn LiveSession>, String>;
 }
 
 /// Sessions straight from a provider, with a concurrency limit.
@@ -126,7 +122,8 @@ impl ProviderSessions {
     }
 }
 
-impl ProviderSessions {
+#[async_trait::async_trait]
+impl SessionSource for ProviderSessions {
     async fn open(
         &self,
         labels: &[String],
@@ -161,20 +158,6 @@ impl ProviderSessions {
             cleanup,
             _permit: permit,
         }))
-    }
-}
-
-#[async_trait::async_trait]
-impl SessionSource for ProviderSessions {
-    async fn create(&self, labels: &[String]) -> Result<Box<dyn LiveSession>, String> {
-        self.open(labels, None).await
-    }
-    async fn restore(
-        &self,
-        labels: &[String],
-        snapshot: &str,
-    ) -> Result<Box<dyn LiveSession>, String> {
-        self.open(labels, Some(snapshot)).await
     }
 }
 
