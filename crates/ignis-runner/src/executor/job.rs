@@ -1373,18 +1373,15 @@ impl JobRunner {
             };
             // In a composite action, `shell:` is required and job defaults do not apply.
             let in_composite = frame.action_path.is_some();
-            let shell_name = step.shell.clone().or_else(|| {
-                if in_composite {
-                    None
-                } else {
-                    self.defaults_shell.clone()
-                }
-            });
-            // `defaults.run.shell` may be an expression (`${{ env.MY_SHELL }}`).
-            let shell_name = match shell_name
-                .map(|s| exprs::string(&s, &ctx, "shell"))
-                .transpose()
-            {
+            // A step's own value, else `defaults.run`'s; either may be an expression
+            // (`${{ env.MY_SHELL }}`).
+            let run_setting = |own: &Option<String>, default: &Option<String>, what: &str| {
+                own.clone()
+                    .or_else(|| default.clone().filter(|_| !in_composite))
+                    .map(|v| exprs::string(&v, &ctx, what))
+                    .transpose()
+            };
+            let shell_name = match run_setting(&step.shell, &self.defaults_shell, "shell") {
                 Ok(s) => s,
                 Err(e) => return self.fail_step(step_id, e),
             };
@@ -1392,17 +1389,11 @@ impl JobRunner {
                 Ok(s) => s.with_python(self.session.tools.python.as_deref()),
                 Err(e) => return self.fail_step(step_id, e),
             };
-            let wd_src = step.working_directory.clone().or_else(|| {
-                if in_composite {
-                    None
-                } else {
-                    self.defaults_wd.clone()
-                }
-            });
-            let wd = match wd_src
-                .map(|w| exprs::string(&w, &ctx, "working-directory"))
-                .transpose()
-            {
+            let wd = match run_setting(
+                &step.working_directory,
+                &self.defaults_wd,
+                "working-directory",
+            ) {
                 Ok(w) => w,
                 Err(e) => return self.fail_step(step_id, e),
             };
